@@ -1,0 +1,79 @@
+// Command ext4edit edits an ext4 image with debugfs's request language,
+// without e2fsprogs:
+//
+//	ext4edit [-w] [-f SCRIPT|-] [-R REQUEST] IMAGE
+//
+// -R runs one request, -f runs a script ("-" or no -f/-R: standard input).
+// Changes are committed when the requests are done. The exit status is 1
+// when any request failed (each failure is reported on standard error with
+// its line number), 2 for a usage error or an image that cannot be opened.
+// See package github.com/banger/ext4kit/ext4edit/script for the requests.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/banger/ext4kit/ext4edit"
+	"github.com/banger/ext4kit/ext4edit/script"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fl := flag.NewFlagSet("ext4edit", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	writable := fl.Bool("w", false, "open the image read-write")
+	scriptPath := fl.String("f", "", "run the requests in `SCRIPT` (- for standard input)")
+	request := fl.String("R", "", "run the single `REQUEST`")
+	fl.Usage = func() {
+		fmt.Fprintln(stderr, "usage: ext4edit [-w] [-f SCRIPT|-] [-R REQUEST] IMAGE")
+		fl.PrintDefaults()
+	}
+	if err := fl.Parse(args); err != nil {
+		return 2
+	}
+	if fl.NArg() != 1 || (*scriptPath != "" && *request != "") {
+		fl.Usage()
+		return 2
+	}
+
+	in := stdin
+	switch {
+	case *request != "":
+		in = strings.NewReader(*request)
+	case *scriptPath != "" && *scriptPath != "-":
+		f, err := os.Open(*scriptPath)
+		if err != nil {
+			fmt.Fprintln(stderr, "ext4edit:", err)
+			return 2
+		}
+		defer f.Close()
+		in = f
+	}
+
+	img, err := ext4edit.Open(fl.Arg(0), &ext4edit.Options{ReadOnly: !*writable})
+	if err != nil {
+		fmt.Fprintln(stderr, "ext4edit:", err)
+		return 2
+	}
+	r := &script.Runner{Img: img, Stdout: stdout, Stderr: stderr, Writable: *writable}
+	failed, err := r.RunScript(in)
+	if err != nil {
+		fmt.Fprintln(stderr, "ext4edit: reading requests:", err)
+		failed++
+	}
+	if err := img.Close(); err != nil {
+		fmt.Fprintln(stderr, "ext4edit: committing:", err)
+		failed++
+	}
+	if failed > 0 {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,442 @@
+package ext4edit
+
+import (
+	"fmt"
+	"math/bits"
+)
+
+// Bitmaps load on first use. A group flagged BLOCK_UNINIT or INODE_UNINIT
+// (only meaningful with group checksums) has no valid bitmap on disk: its
+// bitmap is built in memory the way the kernel's ext4_init_block_bitmap
+// does, so metadata locations (superblock and descriptor backups, bitmaps,
+// inode tables that flex_bg put here) are never handed out.
+
+func (img *Image) blockUninit(g uint32) bool {
+	return img.sb.groupCsums() && img.gd(g).flags()&bgBlockUninit != 0
+}
+
+func (img *Image) inodeUninit(g uint32) bool {
+	return img.sb.groupCsums() && img.gd(g).flags()&bgInodeUninit != 0
+}
+
+// blockBitmap returns group g's block bitmap (read-only view).
+func (img *Image) blockBitmap(g uint32) ([]byte, error) {
+	blk := img.gd(g).blockBitmap()
+	if img.blockUninit(g) {
+		if b, ok := img.cache.blocks[blk]; ok {
+			return b.data, nil
+		}
+		buf := make([]byte, img.bs)
+		first := img.groupFirstBlock(g)
+		img.groupMetadata(g, func(b uint64) { setBit(buf, b-first) })
+		for i := uint64(img.groupBlocks(g)); i < uint64(img.bs)*8; i++ {
+			setBit(buf, i)
+		}
+		img.cache.evict()
+		img.cache.blocks[blk] = &cblock{data: buf}
+		img.cache.clean++
+		return buf, nil
+	}
+	_, cached := img.cache.blocks[blk]
+	buf, err := img.cache.get(blk)
+	if err != nil {
+		return nil, err
+	}
+	if !cached && img.sb.metadataCsum() {
+		n := img.bpg / 8
+		want := uint32(le16(img.gd(g).b, bgBlockBitmapCsumLo))
+		got := crc32cRaw(img.csumSeed, buf[:n])
+		if img.descSize >= 64 {
+			want |= uint32(le16(img.gd(g).b, bgBlockBitmapCsumHi)) << 16
+		} else {
+			got &= 0xFFFF
+		}
+		if got != want {
+			delete(img.cache.blocks, blk)
+			img.cache.clean--
+			return nil, corruptf("group %d block bitmap (block %d) checksum mismatch", g, blk)
+		}
+	}
+	return buf, nil
+}
+
+// blockBitmapW returns group g's block bitmap for modification.
+func (img *Image) blockBitmapW(g uint32) ([]byte, error) {
+	if _, err := img.blockBitmap(g); err != nil {
+		return nil, err
+	}
+	buf, err := img.cache.getW(img.gd(g).blockBitmap(), kindBitmap)
+	if err != nil {
+		return nil, err
+	}
+	if img.blockUninit(g) {
+		d := img.gdW(g)
+		d.setFlags(d.flags() &^ bgBlockUninit)
+	}
+	img.blockBitmapDirty[g] = true
+	img.gdW(g)
+	return buf, nil
+}
+
+// inodeBitmap returns group g's inode bitmap (read-only view).
+func (img *Image) inodeBitmap(g uint32) ([]byte, error) {
+	blk := img.gd(g).inodeBitmap()
+	if img.inodeUninit(g) {
+		if b, ok := img.cache.blocks[blk]; ok {
+			return b.data, nil
+		}
+		buf := make([]byte, img.bs)
+		for i := uint64(img.ipg); i < uint64(img.bs)*8; i++ {
+			setBit(buf, i)
+		}
+		img.cache.evict()
+		img.cache.blocks[blk] = &cblock{data: buf}
+		img.cache.clean++
+		return buf, nil
+	}
+	_, cached := img.cache.blocks[blk]
+	buf, err := img.cache.get(blk)
+	if err != nil {
+		return nil, err
+	}
+	if !cached && img.sb.metadataCsum() {
+		want := uint32(le16(img.gd(g).b, bgInodeBitmapCsumLo))
+		got := crc32cRaw(img.csumSeed, buf[:img.ipg/8])
+		if img.descSize >= 64 {
+			want |= uint32(le16(img.gd(g).b, bgInodeBitmapCsumHi)) << 16
+		} else {
+			got &= 0xFFFF
+		}
+		if got != want {
+			delete(img.cache.blocks, blk)
+			img.cache.clean--
+			return nil, corruptf("group %d inode bitmap (block %d) checksum mismatch", g, blk)
+		}
+	}
+	return buf, nil
+}
+
+func (img *Image) inodeBitmapW(g uint32) ([]byte, error) {
+	if _, err := img.inodeBitmap(g); err != nil {
+		return nil, err
+	}
+	buf, err := img.cache.getW(img.gd(g).inodeBitmap(), kindBitmap)
+	if err != nil {
+		return nil, err
+	}
+	img.inodeBitmapDirty[g] = true
+	img.gdW(g)
+	return buf, nil
+}
+
+func setBit(b []byte, i uint64)       { b[i/8] |= 1 << (i % 8) }
+func clearBit(b []byte, i uint64)     { b[i/8] &^= 1 << (i % 8) }
+func testBit(b []byte, i uint64) bool { return b[i/8]&(1<<(i%8)) != 0 }
+
+// freeBlocksTotal is the number of blocks free for allocation now (blocks
+// released this session return only at commit).
+func (img *Image) freeBlocksTotal() uint64 { return img.sb.freeBlocksCount() }
+
+// allocBlocks allocates n blocks near goal, as few runs as the free space
+// allows. It fails with ErrNoSpace, before changing anything, when fewer
+// than n blocks are free.
+func (img *Image) allocBlocks(goal uint64, n uint64) ([]blockRun, error) {
+	if n == 0 {
+		return nil, nil
+	}
+	if img.countFreeBlocks() < n {
+		return nil, fmt.Errorf("%w: %d blocks needed, %d free", ErrNoSpace, n, img.countFreeBlocks())
+	}
+	if goal < uint64(img.firstDataBlock) || goal >= img.blocksCount {
+		goal = uint64(img.firstDataBlock)
+	}
+	startG := uint32((goal - uint64(img.firstDataBlock)) / uint64(img.bpg))
+	var runs []blockRun
+	for i := uint32(0); i <= img.groupCount && n > 0; i++ {
+		g := (startG + i) % img.groupCount
+		if img.gd(g).freeBlocks() == 0 {
+			continue
+		}
+		from := uint64(0)
+		if i == 0 {
+			from = goal - img.groupFirstBlock(g)
+		}
+		got, err := img.allocInGroup(g, from, n)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range got {
+			n -= r.len
+			if len(runs) > 0 && runs[len(runs)-1].start+runs[len(runs)-1].len == r.start {
+				runs[len(runs)-1].len += r.len
+			} else {
+				runs = append(runs, r)
+			}
+		}
+		if i == 0 && n > 0 && from > 0 {
+			// Wrap around to the part of the goal group before goal.
+			got, err := img.allocInGroup(g, 0, n)
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range got {
+				n -= r.len
+				runs = append(runs, r)
+			}
+		}
+	}
+	if n > 0 {
+		return nil, fmt.Errorf("%w: group free counts disagree with the bitmaps", ErrCorrupt)
+	}
+	return runs, nil
+}
+
+// countFreeBlocks sums the group descriptors' free counts.
+func (img *Image) countFreeBlocks() uint64 {
+	var t uint64
+	for g := uint32(0); g < img.groupCount; g++ {
+		t += uint64(img.gd(g).freeBlocks())
+	}
+	return t
+}
+
+func (img *Image) countFreeInodes() uint64 {
+	var t uint64
+	for g := uint32(0); g < img.groupCount; g++ {
+		t += uint64(img.gd(g).freeInodes())
+	}
+	return t
+}
+
+// allocInGroup takes up to n free blocks of group g at or after bit from.
+func (img *Image) allocInGroup(g uint32, from, n uint64) ([]blockRun, error) {
+	bm, err := img.blockBitmap(g)
+	if err != nil {
+		return nil, err
+	}
+	limit := uint64(img.groupBlocks(g))
+	first := img.groupFirstBlock(g)
+	d := img.gd(g)
+	var runs []blockRun
+	i := from
+	for i < limit && n > 0 {
+		// Skip full bytes quickly.
+		if i%8 == 0 && bm[i/8] == 0xFF {
+			i += 8
+			continue
+		}
+		if testBit(bm, i) {
+			i++
+			continue
+		}
+		j := i
+		for j < limit && j-i < n && !testBit(bm, j) {
+			j++
+		}
+		r := blockRun{start: first + i, len: j - i}
+		if err := img.checkNotMeta(g, d, r); err != nil {
+			return nil, err
+		}
+		runs = append(runs, r)
+		n -= r.len
+		i = j
+	}
+	if len(runs) == 0 {
+		return nil, nil
+	}
+	wbm, err := img.blockBitmapW(g)
+	if err != nil {
+		return nil, err
+	}
+	var total uint64
+	for _, r := range runs {
+		for b := r.start; b < r.start+r.len; b++ {
+			setBit(wbm, b-first)
+		}
+		total += r.len
+	}
+	wd := img.gdW(g)
+	if uint64(wd.freeBlocks()) < total {
+		return nil, corruptf("group %d free block count %d below what its bitmap shows free", g, wd.freeBlocks())
+	}
+	wd.setFreeBlocks(wd.freeBlocks() - uint32(total))
+	img.sb.setFreeBlocksCount(img.sb.freeBlocksCount() - min(total, img.sb.freeBlocksCount()))
+	return runs, nil
+}
+
+// checkNotMeta is a last guard: a run the bitmap calls free must not cover
+// this group's own bitmaps or inode table. Hitting it means the bitmap is
+// corrupt, not that we should write there.
+func (img *Image) checkNotMeta(g uint32, d groupDesc, r blockRun) error {
+	end := r.start + r.len
+	in := func(b uint64) bool { return b >= r.start && b < end }
+	it := d.inodeTable()
+	if in(d.blockBitmap()) || in(d.inodeBitmap()) || (it < end && it+uint64(img.itableBlocks) > r.start) {
+		return corruptf("group %d bitmap marks its own metadata free", g)
+	}
+	return nil
+}
+
+// freeBlocks releases blocks at the next commit.
+func (img *Image) freeBlocks(start, n uint64) {
+	if n == 0 {
+		return
+	}
+	img.pendingFree = append(img.pendingFree, blockRun{start, n})
+}
+
+// applyPendingFrees returns the session's released blocks to the bitmaps.
+func (img *Image) applyPendingFrees() error {
+	for _, r := range img.pendingFree {
+		for b := r.start; b < r.start+r.len; {
+			if b < uint64(img.firstDataBlock) || b >= img.blocksCount {
+				return fmt.Errorf("internal error: freeing block %d outside the filesystem", b)
+			}
+			g := uint32((b - uint64(img.firstDataBlock)) / uint64(img.bpg))
+			first := img.groupFirstBlock(g)
+			end := min(r.start+r.len, first+uint64(img.groupBlocks(g)))
+			bm, err := img.blockBitmapW(g)
+			if err != nil {
+				return err
+			}
+			var cnt uint32
+			for ; b < end; b++ {
+				if !testBit(bm, b-first) {
+					return corruptf("freeing block %d that is already free", b)
+				}
+				clearBit(bm, b-first)
+				cnt++
+			}
+			d := img.gdW(g)
+			d.setFreeBlocks(d.freeBlocks() + cnt)
+			img.sb.setFreeBlocksCount(img.sb.freeBlocksCount() + uint64(cnt))
+		}
+	}
+	img.pendingFree = img.pendingFree[:0]
+	return nil
+}
+
+// allocInode allocates an inode, preferring goal group.
+func (img *Image) allocInode(goal uint32, dir bool) (uint32, error) {
+	if goal >= img.groupCount {
+		goal = 0
+	}
+	for i := uint32(0); i < img.groupCount; i++ {
+		g := (goal + i) % img.groupCount
+		if img.gd(g).freeInodes() == 0 {
+			continue
+		}
+		bm, err := img.inodeBitmap(g)
+		if err != nil {
+			return 0, err
+		}
+		idx := firstZero(bm, uint64(img.ipg))
+		if idx < 0 {
+			return 0, corruptf("group %d inode bitmap full but free count %d", g, img.gd(g).freeInodes())
+		}
+		ino := uint64(g)*uint64(img.ipg) + uint64(idx) + 1
+		if ino < uint64(img.sb.firstIno()) {
+			return 0, corruptf("reserved inode %d marked free", ino)
+		}
+		if err := img.claimInode(g, uint32(idx), dir); err != nil {
+			return 0, err
+		}
+		return uint32(ino), nil
+	}
+	return 0, fmt.Errorf("%w: no free inodes", ErrNoSpace)
+}
+
+// claimInode marks inode idx of group g used and keeps the lazy-init
+// bookkeeping (INODE_UNINIT, bg_itable_unused) the way the kernel does.
+func (img *Image) claimInode(g, idx uint32, dir bool) error {
+	wasUninit := img.inodeUninit(g)
+	bm, err := img.inodeBitmapW(g)
+	if err != nil {
+		return err
+	}
+	setBit(bm, uint64(idx))
+	d := img.gdW(g)
+	if wasUninit {
+		d.setFlags(d.flags() &^ bgInodeUninit)
+	}
+	d.setFreeInodes(d.freeInodes() - 1)
+	if dir {
+		d.setUsedDirs(d.usedDirs() + 1)
+	}
+	if img.sb.groupCsums() {
+		used := img.ipg - min(d.itableUnused(), img.ipg)
+		if idx >= used {
+			// Inodes between the old high-water mark and idx become part
+			// of the initialised table; unless the table is known zeroed,
+			// zero them so no stale bytes look like inodes.
+			if d.flags()&bgItableZeroed == 0 {
+				for i := used; i < idx; i++ {
+					if err := img.zeroInodeSlot(g, i); err != nil {
+						return err
+					}
+				}
+			}
+			d.setItableUnused(img.ipg - idx - 1)
+		}
+	}
+	img.sb.setFreeInodesCount(img.sb.freeInodesCount() - 1)
+	return nil
+}
+
+func firstZero(bm []byte, limit uint64) int64 {
+	for i := uint64(0); i < limit; i += 8 {
+		if bm[i/8] != 0xFF {
+			j := i + uint64(bits.TrailingZeros8(^bm[i/8]))
+			if j < limit {
+				return int64(j)
+			}
+			return -1
+		}
+	}
+	return -1
+}
+
+// releaseInode marks ino free.
+func (img *Image) releaseInode(ino uint32, dir bool) error {
+	g := (ino - 1) / img.ipg
+	idx := (ino - 1) % img.ipg
+	bm, err := img.inodeBitmapW(g)
+	if err != nil {
+		return err
+	}
+	if !testBit(bm, uint64(idx)) {
+		return corruptf("freeing inode %d that is already free", ino)
+	}
+	clearBit(bm, uint64(idx))
+	d := img.gdW(g)
+	d.setFreeInodes(d.freeInodes() + 1)
+	if dir && d.usedDirs() > 0 {
+		d.setUsedDirs(d.usedDirs() - 1)
+	}
+	img.sb.setFreeInodesCount(img.sb.freeInodesCount() + 1)
+	return nil
+}
+
+// finishGroups recomputes the bitmap and descriptor checksums of every
+// group changed since the last commit.
+func (img *Image) finishGroups() {
+	// A group whose change was rolled back has no dirty bitmap left.
+	for g := range img.blockBitmapDirty {
+		if b, ok := img.cache.blocks[img.gd(g).blockBitmap()]; ok && b.dirty && img.sb.metadataCsum() {
+			img.gdW(g).setBlockBitmapCsum(crc32cRaw(img.csumSeed, b.data[:img.bpg/8]))
+		}
+	}
+	for g := range img.inodeBitmapDirty {
+		if b, ok := img.cache.blocks[img.gd(g).inodeBitmap()]; ok && b.dirty && img.sb.metadataCsum() {
+			img.gdW(g).setInodeBitmapCsum(crc32cRaw(img.csumSeed, b.data[:img.ipg/8]))
+		}
+	}
+	clear(img.blockBitmapDirty)
+	clear(img.inodeBitmapDirty)
+	for g := range img.gdtDirty {
+		d := img.gd(g)
+		if img.sb.groupCsums() {
+			put16(d.b, bgChecksum, d.checksum(img.sb, img.csumSeed, g))
+		}
+	}
+}

@@ -1,0 +1,138 @@
+package ext4edit
+
+import (
+	"io/fs"
+	"time"
+)
+
+// Options control how an image is opened. The zero value opens the whole
+// file read-write with an exclusive lock.
+type Options struct {
+	// ReadOnly opens the image without write access; every edit fails with
+	// ErrReadOnly.
+	ReadOnly bool
+	// Offset is the byte offset of the filesystem inside the file (for a
+	// disk image whose partition start is known).
+	Offset int64
+	// Partition selects a 1-based partition of a GPT or MBR disk image; it
+	// overrides Offset. Zero means the file is the filesystem itself.
+	Partition int
+	// NoLock skips the advisory lock on the image file.
+	NoLock bool
+	// UID and GID own every inode this session creates (default 0:0, root).
+	UID, GID uint32
+	// Now, when set, supplies the timestamps of created and changed inodes
+	// (for reproducible images). Default time.Now.
+	Now func() time.Time
+}
+
+// InodeInfo is what FileInfo.Sys returns: the raw inode fields behind a name.
+type InodeInfo struct {
+	Ino        uint32
+	Mode       uint16 // raw i_mode, type bits included (S_IFREG|0644 ...)
+	UID, GID   uint32
+	LinksCount uint16
+	Size       uint64
+	Blocks     uint64 // in 512-byte units, as stat(2) reports them
+	Atime      time.Time
+	Mtime      time.Time
+	Ctime      time.Time
+	Crtime     time.Time // zero where the inode has no creation time
+	Flags      uint32
+	Generation uint32
+	// Rdev is the device number of a character or block device node.
+	Major, Minor uint32
+}
+
+// Attr names inode fields to set in one Lsetattr call; nil fields are left
+// alone. It exists for tools (debugfs's set_inode_field) that set fields
+// directly; ordinary callers use Chmod, Chown and Chtimes.
+type Attr struct {
+	Mode       *uint16 // raw i_mode including the type bits
+	UID, GID   *uint32
+	Atime      *time.Time
+	Mtime      *time.Time
+	Ctime      *time.Time
+	Crtime     *time.Time
+	LinksCount *uint16
+	Generation *uint32
+	Flags      *uint32
+}
+
+// Unix file type bits of i_mode.
+const (
+	sIFMT   = 0xF000
+	sIFSOCK = 0xC000
+	sIFLNK  = 0xA000
+	sIFREG  = 0x8000
+	sIFBLK  = 0x6000
+	sIFDIR  = 0x4000
+	sIFCHR  = 0x2000
+	sIFIFO  = 0x1000
+	sISUID  = 0x800
+	sISGID  = 0x400
+	sISVTX  = 0x200
+)
+
+// unixMode converts an fs.FileMode to i_mode bits (type and permissions).
+func unixMode(m fs.FileMode) uint16 {
+	v := uint16(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		v |= sISUID
+	}
+	if m&fs.ModeSetgid != 0 {
+		v |= sISGID
+	}
+	if m&fs.ModeSticky != 0 {
+		v |= sISVTX
+	}
+	switch {
+	case m&fs.ModeDir != 0:
+		v |= sIFDIR
+	case m&fs.ModeSymlink != 0:
+		v |= sIFLNK
+	case m&fs.ModeNamedPipe != 0:
+		v |= sIFIFO
+	case m&fs.ModeSocket != 0:
+		v |= sIFSOCK
+	case m&fs.ModeCharDevice != 0:
+		v |= sIFCHR
+	case m&fs.ModeDevice != 0:
+		v |= sIFBLK
+	default:
+		v |= sIFREG
+	}
+	return v
+}
+
+// fileMode converts i_mode bits to an fs.FileMode.
+func fileMode(v uint16) fs.FileMode {
+	m := fs.FileMode(v & 0o777)
+	if v&sISUID != 0 {
+		m |= fs.ModeSetuid
+	}
+	if v&sISGID != 0 {
+		m |= fs.ModeSetgid
+	}
+	if v&sISVTX != 0 {
+		m |= fs.ModeSticky
+	}
+	switch v & sIFMT {
+	case sIFDIR:
+		m |= fs.ModeDir
+	case sIFLNK:
+		m |= fs.ModeSymlink
+	case sIFIFO:
+		m |= fs.ModeNamedPipe
+	case sIFSOCK:
+		m |= fs.ModeSocket
+	case sIFCHR:
+		m |= fs.ModeDevice | fs.ModeCharDevice
+	case sIFBLK:
+		m |= fs.ModeDevice
+	case sIFREG:
+	default:
+		m |= fs.ModeIrregular
+	}
+	return m
+}

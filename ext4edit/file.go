@@ -1,0 +1,382 @@
+package ext4edit
+
+import (
+	"fmt"
+	"io"
+	"io/fs"
+	"sort"
+	"time"
+)
+
+// fileInfo implements fs.FileInfo over an inode.
+type fileInfo struct {
+	name string
+	info InodeInfo
+}
+
+func (img *Image) inodeInfo(in *inode) InodeInfo {
+	ii := InodeInfo{
+		Ino: in.ino, Mode: in.mode(), UID: in.uid(), GID: in.gid(), LinksCount: in.links(),
+		Size: in.size(), Blocks: in.blocks512(img), Atime: in.atime(), Mtime: in.mtime(),
+		Ctime: in.ctime(), Crtime: in.crtime(), Flags: in.flags(), Generation: in.generation(),
+	}
+	if m := in.mode() & sIFMT; m == sIFCHR || m == sIFBLK {
+		ii.Major, ii.Minor = getDevice(in)
+	}
+	return ii
+}
+
+func (img *Image) fileInfo(name string, in *inode) *fileInfo {
+	if name == "/" || name == "." {
+		name = "/"
+	}
+	return &fileInfo{name: name, info: img.inodeInfo(in)}
+}
+
+func (fi *fileInfo) Name() string       { return fi.name }
+func (fi *fileInfo) Size() int64        { return int64(fi.info.Size) }
+func (fi *fileInfo) Mode() fs.FileMode  { return fileMode(fi.info.Mode) }
+func (fi *fileInfo) ModTime() time.Time { return fi.info.Mtime }
+func (fi *fileInfo) IsDir() bool        { return fi.info.Mode&sIFMT == sIFDIR }
+func (fi *fileInfo) Sys() any           { return &fi.info }
+
+// dirEntry implements fs.DirEntry; Info reads the inode on demand.
+type dirEntry struct {
+	img  *Image
+	name string
+	ino  uint32
+	ft   uint8
+}
+
+func (d *dirEntry) Name() string { return d.name }
+func (d *dirEntry) IsDir() bool  { return d.Type().IsDir() }
+func (d *dirEntry) Type() fs.FileMode {
+	if fi, err := d.Info(); err == nil {
+		return fi.Mode().Type()
+	}
+	switch d.ft {
+	case ftDir:
+		return fs.ModeDir
+	case ftSymlink:
+		return fs.ModeSymlink
+	case ftChr:
+		return fs.ModeDevice | fs.ModeCharDevice
+	case ftBlk:
+		return fs.ModeDevice
+	case ftFifo:
+		return fs.ModeNamedPipe
+	case ftSock:
+		return fs.ModeSocket
+	}
+	return 0
+}
+func (d *dirEntry) Info() (fs.FileInfo, error) {
+	in, err := d.img.readInode(d.ino)
+	if err != nil {
+		return nil, err
+	}
+	return d.img.fileInfo(d.name, in), nil
+}
+func (d *dirEntry) String() string { return fs.FormatDirEntry(d) }
+
+// fileReader reads a regular file: straight from its blocks on disk, holes
+// and unwritten extents as zeros, inline data from the inode.
+type fileReader struct {
+	img    *Image
+	size   int64
+	exts   []fileExtent
+	inline []byte
+	pos    int64
+}
+
+// openReader opens the regular file name (following symlinks) for reading.
+func (img *Image) openReader(name string) (*fileReader, fs.FileInfo, error) {
+	r, err := img.readLookup("open", name, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	if r.in.isDir() {
+		return nil, nil, pathErr("read", name, ErrIsDir)
+	}
+	if !r.in.isReg() {
+		return nil, nil, pathErr("read", name, fmt.Errorf("%w: not a regular file", fs.ErrInvalid))
+	}
+	fr, err := img.newFileReader(r.in)
+	if err != nil {
+		return nil, nil, pathErr("read", name, err)
+	}
+	return fr, img.fileInfo(r.name, r.in), nil
+}
+
+func (img *Image) newFileReader(in *inode) (*fileReader, error) {
+	if in.size() > 1<<62 {
+		return nil, corruptf("inode %d size %d", in.ino, in.size())
+	}
+	fr := &fileReader{img: img, size: int64(in.size())}
+	if in.hasInlineData() {
+		data, err := img.readInline(in)
+		if err != nil {
+			return nil, err
+		}
+		if int64(len(data)) < fr.size {
+			return nil, corruptf("inode %d inline data shorter than its size", in.ino)
+		}
+		fr.inline = data[:fr.size]
+		return fr, nil
+	}
+	err := img.walkFile(in, func(e fileExtent) error {
+		fr.exts = append(fr.exts, e)
+		return nil
+	}, nil)
+	return fr, err
+}
+
+func (r *fileReader) Size() int64 { return r.size }
+
+func (r *fileReader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("%w: negative offset", fs.ErrInvalid)
+	}
+	if off >= r.size {
+		return 0, io.EOF
+	}
+	want := len(p)
+	if int64(want) > r.size-off {
+		p = p[:r.size-off]
+	}
+	if r.inline != nil {
+		n := copy(p, r.inline[off:])
+		if n < want {
+			return n, io.EOF
+		}
+		return n, nil
+	}
+	bs := int64(r.img.bs)
+	done := 0
+	for done < len(p) {
+		pos := off + int64(done)
+		lblk := uint64(pos / bs)
+		i := sort.Search(len(r.exts), func(i int) bool { return r.exts[i].lblk+r.exts[i].len > lblk })
+		if i == len(r.exts) || r.exts[i].lblk > lblk {
+			// Hole up to the next extent.
+			end := int64(len(p))
+			if i < len(r.exts) {
+				end = min(end, int64(r.exts[i].lblk)*bs-off)
+			}
+			clear(p[done:end])
+			done = int(end)
+			continue
+		}
+		e := r.exts[i]
+		end := min(int64(len(p)), int64(e.lblk+e.len)*bs-off)
+		if e.uninit {
+			clear(p[done:end])
+		} else {
+			disk := r.img.off + int64(e.pblk+(lblk-e.lblk))*bs + pos%bs
+			if _, err := r.img.f.ReadAt(p[done:end], disk); err != nil {
+				return done, err
+			}
+		}
+		done = int(end)
+	}
+	if done < want {
+		return done, io.EOF
+	}
+	return done, nil
+}
+
+func (r *fileReader) Read(p []byte) (int, error) {
+	n, err := r.ReadAt(p, r.pos)
+	r.pos += int64(n)
+	if err == io.EOF && n > 0 {
+		err = nil
+	}
+	return n, err
+}
+
+func (r *fileReader) Seek(off int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		off += r.pos
+	case io.SeekEnd:
+		off += r.size
+	default:
+		return 0, fmt.Errorf("%w: whence %d", fs.ErrInvalid, whence)
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("%w: negative position", fs.ErrInvalid)
+	}
+	r.pos = off
+	return off, nil
+}
+
+// File is a regular file opened for writing by Create. Data goes straight
+// to newly allocated blocks; the mapping and size are set by Close (or by
+// the image's Sync/Close if the File is still open then).
+type File struct {
+	img    *Image
+	name   string
+	ino    uint32
+	size   uint64
+	buf    []byte // bytes not yet making a whole block
+	exts   []fileExtent
+	closed bool
+}
+
+// writeChunk is how much data a File gathers before allocating.
+const writeChunk = 1 << 20
+
+// Create creates or truncates name (O_TRUNC semantics) and returns a File
+// whose Write streams data into newly allocated blocks. Blocks run out ->
+// Write returns ErrNoSpace and the file keeps what was written before.
+func (img *Image) Create(name string, perm fs.FileMode) (*File, error) {
+	f := &File{img: img, name: name}
+	err := img.mutate("create", name, func() error {
+		in, err := img.openForWrite(name, perm, 0)
+		if err != nil {
+			return err
+		}
+		f.ino = in.ino
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	img.openFiles = append(img.openFiles, f)
+	return f, nil
+}
+
+// Write appends p to the file.
+func (f *File) Write(p []byte) (int, error) {
+	if f.closed {
+		return 0, pathErr("write", f.name, fs.ErrClosed)
+	}
+	f.buf = append(f.buf, p...)
+	if len(f.buf) >= writeChunk {
+		if err := f.flush(false); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// flush writes the whole blocks gathered so far (all of it when final).
+func (f *File) flush(final bool) error {
+	bs := int(f.img.bs)
+	n := len(f.buf) / bs * bs
+	if final {
+		n = len(f.buf)
+	}
+	if n == 0 {
+		return nil
+	}
+	data := f.buf[:n]
+	blocks := uint64((n + bs - 1) / bs)
+	err := f.img.mutate("write", f.name, func() error {
+		// Keep room for the extent tree Close will build.
+		exts := append(append([]fileExtent(nil), f.exts...), fileExtent{lblk: f.nextLblk(), len: blocks})
+		if err := f.img.needBlocks(blocks + f.img.mapOverhead(exts, f.img.newFileUsesExtents())); err != nil {
+			return err
+		}
+		goal := f.img.groupFirstBlock((f.ino - 1) / f.img.ipg)
+		if len(f.exts) > 0 {
+			last := f.exts[len(f.exts)-1]
+			goal = last.pblk + last.len
+		}
+		runs, err := f.img.allocBlocks(goal, blocks)
+		if err != nil {
+			return err
+		}
+		lblk := f.nextLblk()
+		off := 0
+		for _, r := range runs {
+			end := min(off+int(r.len)*bs, len(data))
+			if err := f.img.writeData(r.start, padBlock(data[off:end], bs)); err != nil {
+				return err
+			}
+			if k := len(f.exts) - 1; k >= 0 && f.exts[k].pblk+f.exts[k].len == r.start && f.exts[k].lblk+f.exts[k].len == lblk {
+				f.exts[k].len += r.len
+			} else {
+				f.exts = append(f.exts, fileExtent{lblk: lblk, pblk: r.start, len: r.len})
+			}
+			lblk += r.len
+			off = end
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	f.size += uint64(n)
+	f.buf = append(f.buf[:0], f.buf[n:]...)
+	return nil
+}
+
+func (f *File) nextLblk() uint64 {
+	if len(f.exts) == 0 {
+		return 0
+	}
+	l := f.exts[len(f.exts)-1]
+	return l.lblk + l.len
+}
+
+// Close finishes the file: its blocks are mapped and its size set.
+func (f *File) Close() error {
+	if f.closed {
+		return pathErr("close", f.name, fs.ErrClosed)
+	}
+	f.closed = true
+	f.img.dropOpenFile(f)
+	if err := f.flush(true); err != nil {
+		f.img.abandonFile(f)
+		return err
+	}
+	return f.img.mutate("close", f.name, func() error {
+		in, err := f.img.readInode(f.ino)
+		if err != nil {
+			return err
+		}
+		if err := f.img.mapNew(in, f.exts, f.img.dataGoal(in)); err != nil {
+			return err
+		}
+		in.setSize(f.size)
+		return f.img.writeInode(in)
+	})
+}
+
+// abandonFile maps what a failed File managed to write, so no allocated
+// block is left unreferenced.
+func (img *Image) abandonFile(f *File) {
+	_ = img.mutate("close", f.name, func() error {
+		in, err := img.readInode(f.ino)
+		if err != nil {
+			return err
+		}
+		if err := img.mapNew(in, f.exts, img.dataGoal(in)); err != nil {
+			return err
+		}
+		in.setSize(f.size)
+		return img.writeInode(in)
+	})
+}
+
+func (img *Image) dropOpenFile(f *File) {
+	for i, o := range img.openFiles {
+		if o == f {
+			img.openFiles = append(img.openFiles[:i], img.openFiles[i+1:]...)
+			return
+		}
+	}
+}
+
+// closeOpenFiles finishes Files still open at Sync/Close.
+func (img *Image) closeOpenFiles() error {
+	var first error
+	for len(img.openFiles) > 0 {
+		if err := img.openFiles[0].Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}

@@ -1,0 +1,547 @@
+package ext4edit
+
+import (
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"sort"
+	"time"
+)
+
+// Image is an open ext4 filesystem inside a file. It is not safe for
+// concurrent use.
+type Image struct {
+	f      *os.File
+	path   string
+	off    int64 // byte offset of the filesystem in f
+	ro     bool
+	closed bool
+	locked bool
+	opts   Options
+	now    func() time.Time
+
+	sb superblock
+
+	// Geometry, validated at open.
+	bs             uint32 // block size
+	blocksCount    uint64
+	firstDataBlock uint32
+	bpg, ipg       uint32 // blocks and inodes per group
+	groupCount     uint32
+	inodeSize      uint32
+	descSize       uint32
+	descPerBlock   uint32
+	gdtBlocks      uint32 // blocks holding the primary descriptor table
+	itableBlocks   uint32 // inode table blocks per group
+	csumSeed       uint32
+	writeRefusal   error // why writes are refused (features, state), nil when writable
+
+	gdt      []byte // every group descriptor, descSize bytes each
+	gdtDirty map[uint32]bool
+
+	cache *blockCache
+
+	// Per-group in-memory bitmaps are cache blocks; these sets remember
+	// whose checksums must be recomputed at commit.
+	blockBitmapDirty map[uint32]bool
+	inodeBitmapDirty map[uint32]bool
+
+	// pendingFree holds blocks released this session. They return to the
+	// bitmaps at commit, never earlier: the committed tree may still point
+	// at them, so new file data must not land there before it is replaced.
+	pendingFree []blockRun
+
+	// Operation state: a failed public operation is rolled back in memory.
+	opActive    bool
+	gdUndo      map[uint32]gdUndoRec
+	sbUndo      []byte
+	pendingUndo int
+	dataWritten bool // file data went to disk since the last commit
+	genCounter  uint32
+	openFiles   []*File
+}
+
+// blockRun is a run of contiguous blocks.
+type blockRun struct {
+	start uint64
+	len   uint64
+}
+
+// Open opens the ext4 filesystem in the file at path. Only the superblock
+// and the group descriptors are read.
+func Open(path string, opts *Options) (*Image, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	img, err := open(path, o)
+	if err != nil {
+		return nil, pathErr("open", path, err)
+	}
+	return img, nil
+}
+
+func open(path string, o Options) (*Image, error) {
+	flag := os.O_RDWR
+	if o.ReadOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, err
+	}
+	img := &Image{f: f, path: path, ro: o.ReadOnly, opts: o, off: o.Offset, now: o.Now}
+	if img.now == nil {
+		img.now = time.Now
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			if img.locked {
+				_ = unlockFile(f)
+			}
+			f.Close()
+		}
+	}()
+	limit := int64(-1)
+	if o.Partition > 0 {
+		poff, psize, err := partitionOffset(f, o.Partition)
+		if err != nil {
+			return nil, err
+		}
+		img.off, limit = poff, psize
+	}
+	if img.off < 0 {
+		return nil, fmt.Errorf("negative offset %d", img.off)
+	}
+	if !o.NoLock {
+		if err := lockFile(f, !o.ReadOnly); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		img.locked = true
+	}
+	if err := img.load(limit); err != nil {
+		return nil, err
+	}
+	img.cache = newBlockCache(img)
+	img.gdtDirty = map[uint32]bool{}
+	img.gdUndo = map[uint32]gdUndoRec{}
+	img.blockBitmapDirty = map[uint32]bool{}
+	img.inodeBitmapDirty = map[uint32]bool{}
+	if !img.ro && img.writeRefusal == nil {
+		if err := img.checkJournalClean(); err != nil {
+			return nil, err
+		}
+	}
+	ok = true
+	return img, nil
+}
+
+// load reads and validates the superblock and the descriptor table.
+func (img *Image) load(limit int64) error {
+	st, err := img.f.Stat()
+	if err != nil {
+		return err
+	}
+	avail := st.Size() - img.off
+	if limit >= 0 && limit < avail {
+		avail = limit
+	}
+	if avail < superblockOffset+superblockSize {
+		return corruptf("image is %d bytes, too small to hold a superblock", avail)
+	}
+	img.sb = superblock{b: make([]byte, superblockSize)}
+	if _, err := img.f.ReadAt(img.sb.b, img.off+superblockOffset); err != nil {
+		return err
+	}
+	sb := img.sb
+	if le16(sb.b, sbMagic) != ext4Magic {
+		return corruptf("bad superblock magic 0x%04x", le16(sb.b, sbMagic))
+	}
+	if !sb.checksumOK() {
+		return corruptf("superblock checksum mismatch")
+	}
+	if unknown := sb.incompat() &^ knownIncompat; unknown != 0 {
+		return unsupportedf("incompat features %s", featureList(unknown, incompatNames))
+	}
+	if bad := sb.incompat() & (incompatCompression | incompatJournalDev | incompatDirData); bad != 0 {
+		return unsupportedf("%s (cannot be read)", featureList(bad, incompatNames))
+	}
+	logBS := le32(sb.b, sbLogBlockSize)
+	if logBS > 6 {
+		return corruptf("s_log_block_size %d out of range", logBS)
+	}
+	img.bs = 1024 << logBS
+	img.blocksCount = sb.blocksCount()
+	img.firstDataBlock = sb.firstDataBlock()
+	img.bpg = sb.blocksPerGroup()
+	img.ipg = sb.inodesPerGroup()
+	img.inodeSize = sb.inodeSize()
+	img.descSize = sb.descSize()
+	if sb.hasRoCompat(roCompatBigalloc) {
+		// Cluster bitmaps would be read as block bitmaps: refuse outright.
+		return unsupportedf("bigalloc")
+	}
+	switch {
+	case img.bs == 1024 && img.firstDataBlock != 1, img.bs > 1024 && img.firstDataBlock != 0:
+		return corruptf("s_first_data_block %d for %d-byte blocks", img.firstDataBlock, img.bs)
+	case img.bpg == 0 || img.bpg > 8*img.bs || img.bpg%8 != 0:
+		return corruptf("s_blocks_per_group %d", img.bpg)
+	case img.ipg == 0 || img.ipg > 8*img.bs || img.ipg%8 != 0:
+		return corruptf("s_inodes_per_group %d", img.ipg)
+	case img.inodeSize < 128 || img.inodeSize > img.bs || img.inodeSize&(img.inodeSize-1) != 0:
+		return corruptf("s_inode_size %d", img.inodeSize)
+	case img.descSize < 32 || img.descSize > 1024 || img.descSize&(img.descSize-1) != 0 ||
+		(sb.hasIncompat(incompat64bit) && img.descSize < 64):
+		return corruptf("s_desc_size %d", img.descSize)
+	case img.blocksCount <= uint64(img.firstDataBlock)+1:
+		return corruptf("s_blocks_count %d", img.blocksCount)
+	case img.blocksCount > uint64(1)<<48:
+		return corruptf("s_blocks_count %d beyond 2^48", img.blocksCount)
+	}
+	if need := img.blocksCount * uint64(img.bs); uint64(avail) < need {
+		return corruptf("image holds %d bytes but the filesystem needs %d", avail, need)
+	}
+	groups := (img.blocksCount - uint64(img.firstDataBlock) + uint64(img.bpg) - 1) / uint64(img.bpg)
+	if groups > 1<<32-1 || uint64(img.ipg)*groups != uint64(sb.inodesCount()) {
+		return corruptf("%d groups of %d inodes do not make s_inodes_count %d", groups, img.ipg, sb.inodesCount())
+	}
+	img.groupCount = uint32(groups)
+	img.descPerBlock = img.bs / img.descSize
+	img.gdtBlocks = uint32((groups + uint64(img.descPerBlock) - 1) / uint64(img.descPerBlock))
+	img.itableBlocks = uint32((uint64(img.ipg)*uint64(img.inodeSize) + uint64(img.bs) - 1) / uint64(img.bs))
+	if sb.firstIno() < 11 || sb.firstIno() >= sb.inodesCount() {
+		return corruptf("s_first_ino %d", sb.firstIno())
+	}
+	img.csumSeed = sb.csumSeed()
+
+	img.gdt = make([]byte, uint64(img.gdtBlocks)*uint64(img.bs))
+	for i := uint32(0); i < img.gdtBlocks; i++ {
+		blk := img.descBlock(i)
+		if err := img.readBlock(blk, img.gdt[uint64(i)*uint64(img.bs):uint64(i+1)*uint64(img.bs)]); err != nil {
+			return err
+		}
+	}
+	img.gdt = img.gdt[:uint64(img.groupCount)*uint64(img.descSize)]
+	for g := uint32(0); g < img.groupCount; g++ {
+		d := img.gd(g)
+		if sb.groupCsums() && le16(d.b, bgChecksum) != d.checksum(sb, img.csumSeed, g) {
+			return corruptf("group %d descriptor checksum mismatch", g)
+		}
+		for _, b := range []uint64{d.blockBitmap(), d.inodeBitmap(), d.inodeTable()} {
+			if b < uint64(img.firstDataBlock) || b >= img.blocksCount {
+				return corruptf("group %d descriptor points at block %d outside the filesystem", g, b)
+			}
+		}
+		if d.inodeTable()+uint64(img.itableBlocks) > img.blocksCount {
+			return corruptf("group %d inode table runs past the end", g)
+		}
+		if d.freeInodes() > img.ipg || d.freeBlocks() > img.groupBlocks(g) {
+			return corruptf("group %d free counts out of range", g)
+		}
+	}
+	img.writeRefusal = img.writePolicy()
+	return nil
+}
+
+const knownIncompat = incompatCompression | incompatFiletype | incompatRecover | incompatJournalDev |
+	incompatMetaBG | incompatExtents | incompat64bit | incompatMMP | incompatFlexBG | incompatEAInode |
+	incompatDirData | incompatCsumSeed | incompatLargedir | incompatInlineData | incompatEncrypt | incompatCasefold
+
+// Features whose writes we implement. Anything else makes the image
+// read-only for us, refused before any byte changes.
+const (
+	writableCompat = compatDirPrealloc | compatHasJournal | compatExtAttr | compatResizeInode |
+		compatDirIndex | compatLazyBG | compatSparseSuper2 | compatFastCommit | compatStableInodes |
+		compatOrphanFile | compatImagicInodes
+	writableIncompat = incompatFiletype | incompatMetaBG | incompatExtents | incompat64bit |
+		incompatFlexBG | incompatCsumSeed | incompatLargedir | incompatInlineData
+	writableRoCompat = roCompatSparseSuper | roCompatLargeFile | roCompatBtreeDir | roCompatHugeFile |
+		roCompatGdtCsum | roCompatDirNlink | roCompatExtraIsize | roCompatMetadataCsum | roCompatProject
+)
+
+// writePolicy returns why this image may not be written, or nil.
+func (img *Image) writePolicy() error {
+	sb := img.sb
+	if sb.hasIncompat(incompatRecover) {
+		return fmt.Errorf("%w: the journal holds unreplayed transactions (mount and unmount it, or run e2fsck -fy, first)", ErrNeedsRecovery)
+	}
+	if bad := sb.compat() &^ writableCompat; bad != 0 {
+		return unsupportedf("writing with %s", featureList(bad, compatNames))
+	}
+	if bad := sb.incompat() &^ writableIncompat; bad != 0 {
+		return unsupportedf("writing with %s", featureList(bad, incompatNames))
+	}
+	if bad := sb.roCompat() &^ writableRoCompat; bad != 0 {
+		return unsupportedf("writing with %s", featureList(bad, roCompatNames))
+	}
+	if cs := sb.b[sbChecksumType]; sb.metadataCsum() && cs != 1 {
+		return unsupportedf("checksum type %d", cs)
+	}
+	if sb.state()&2 != 0 {
+		return fmt.Errorf("%w: the filesystem has errors recorded; run e2fsck first", ErrCorrupt)
+	}
+	if le32(sb.b, sbLastOrphan) != 0 {
+		return fmt.Errorf("%w: orphan inodes await cleanup (mount it once, or run e2fsck -fy)", ErrNeedsRecovery)
+	}
+	if sb.hasCompat(compatHasJournal) && le32(sb.b, sbJournalInum) == 0 {
+		return unsupportedf("external journal")
+	}
+	return nil
+}
+
+// checkJournalClean refuses an image whose internal journal still has a
+// log to replay (s_start != 0 in the journal superblock).
+func (img *Image) checkJournalClean() error {
+	if !img.sb.hasCompat(compatHasJournal) {
+		return nil
+	}
+	jino := le32(img.sb.b, sbJournalInum)
+	in, err := img.readInode(jino)
+	if err != nil {
+		return fmt.Errorf("journal inode: %w", err)
+	}
+	blk, err := img.mapBlock(in, 0)
+	if err != nil {
+		return fmt.Errorf("journal inode: %w", err)
+	}
+	if blk == 0 {
+		return corruptf("journal inode %d has no superblock", jino)
+	}
+	buf := make([]byte, img.bs)
+	if err := img.readBlock(blk, buf); err != nil {
+		return err
+	}
+	const jbd2Magic = 0xC03B3998
+	be32 := func(off int) uint32 {
+		return uint32(buf[off])<<24 | uint32(buf[off+1])<<16 | uint32(buf[off+2])<<8 | uint32(buf[off+3])
+	}
+	if be32(0) != jbd2Magic {
+		return corruptf("journal superblock magic 0x%08x", be32(0))
+	}
+	if be32(0x1C) != 0 { // s_start: first log block, 0 when the journal is empty
+		return fmt.Errorf("%w: the journal is not empty (mount and unmount it, or run e2fsck -fy, first)", ErrNeedsRecovery)
+	}
+	return nil
+}
+
+// readBlock reads block blk of the filesystem into buf (len == block size).
+func (img *Image) readBlock(blk uint64, buf []byte) error {
+	if blk >= img.blocksCount {
+		return corruptf("block %d beyond the end of the filesystem (%d blocks)", blk, img.blocksCount)
+	}
+	n, err := img.f.ReadAt(buf, img.off+int64(blk)*int64(img.bs))
+	if err == io.EOF && n == len(buf) {
+		err = nil
+	}
+	if err == io.EOF {
+		return corruptf("block %d beyond the end of the image file", blk)
+	}
+	return err
+}
+
+// writeData writes file data straight to blocks start.. that were free
+// and were allocated by the current operation.
+func (img *Image) writeData(start uint64, p []byte) error {
+	n := (uint64(len(p)) + uint64(img.bs) - 1) / uint64(img.bs)
+	if start < uint64(img.firstDataBlock) || start+n > img.blocksCount {
+		return fmt.Errorf("internal error: data write to blocks %d+%d outside the filesystem", start, n)
+	}
+	for b := start; b < start+n; b++ {
+		if err := img.cache.forget(b); err != nil {
+			return err
+		}
+	}
+	img.dataWritten = true
+	_, err := img.f.WriteAt(p, img.off+int64(start)*int64(img.bs))
+	return err
+}
+
+// writable reports whether edits are allowed.
+func (img *Image) writable() error {
+	switch {
+	case img.closed:
+		return ErrClosed
+	case img.ro:
+		return ErrReadOnly
+	}
+	return img.writeRefusal
+}
+
+// mutate runs fn as one operation: on error every in-memory change it made
+// is undone, so the image commits as if it never ran.
+func (img *Image) mutate(op, name string, fn func() error) error {
+	if err := img.writable(); err != nil {
+		return pathErr(op, name, err)
+	}
+	img.opActive = true
+	img.sbUndo = append(img.sbUndo[:0], img.sb.b...)
+	img.pendingUndo = len(img.pendingFree)
+	err := fn()
+	if err != nil {
+		img.cache.rollback()
+		for g, u := range img.gdUndo {
+			copy(img.gd(g).b, u.old)
+			if !u.dirty {
+				delete(img.gdtDirty, g)
+			}
+		}
+		copy(img.sb.b, img.sbUndo)
+		img.pendingFree = img.pendingFree[:img.pendingUndo]
+	} else {
+		img.cache.endOp()
+	}
+	clear(img.gdUndo)
+	img.opActive = false
+	return pathErr(op, name, err)
+}
+
+// readOnlyOp checks the image can be read.
+func (img *Image) readable() error {
+	if img.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Sync commits every pending change and keeps the image open.
+func (img *Image) Sync() error {
+	if img.closed {
+		return ErrClosed
+	}
+	if img.ro {
+		return nil
+	}
+	if err := img.closeOpenFiles(); err != nil {
+		return err
+	}
+	if err := img.commit(); err != nil {
+		return pathErr("sync", img.path, err)
+	}
+	return nil
+}
+
+// Close commits every pending change and closes the image.
+func (img *Image) Close() error {
+	if img.closed {
+		return ErrClosed
+	}
+	var err error
+	if !img.ro {
+		err = img.closeOpenFiles()
+		if cerr := img.commit(); err == nil {
+			err = cerr
+		}
+	}
+	if img.locked {
+		_ = unlockFile(img.f)
+	}
+	if cerr := img.f.Close(); err == nil {
+		err = cerr
+	}
+	img.closed = true
+	return pathErr("close", img.path, err)
+}
+
+// commit writes the dirty set. Without a journal the order makes a crash
+// leave at worst leaked blocks: bitmaps and descriptors first (space is
+// marked used before anything points at it), then inodes and tree blocks,
+// then directory blocks, then the superblock.
+func (img *Image) commit() error {
+	if err := img.applyPendingFrees(); err != nil {
+		return err
+	}
+	dirty := len(img.gdtDirty) > 0
+	for k := blockKind(0); k < numKinds; k++ {
+		if len(img.cache.dirtyByKind(k)) > 0 {
+			dirty = true
+		}
+	}
+	if !dirty && !img.dataWritten {
+		return nil
+	}
+	img.finishGroups()
+	img.sb.updateChecksum()
+
+	if img.dataWritten {
+		if err := img.f.Sync(); err != nil {
+			return err
+		}
+	}
+	// Descriptor blocks that hold dirty descriptors.
+	descBlocks := map[uint32]bool{}
+	for g := range img.gdtDirty {
+		descBlocks[g/img.descPerBlock] = true
+	}
+	if err := img.writeKind(kindBitmap); err != nil {
+		return err
+	}
+	for _, i := range sortedKeys(descBlocks) {
+		start := uint64(i) * uint64(img.bs)
+		end := min(start+uint64(img.bs), uint64(len(img.gdt)))
+		buf := make([]byte, img.bs)
+		if err := img.readBlock(img.descBlock(i), buf); err != nil {
+			return err
+		}
+		copy(buf, img.gdt[start:end])
+		if _, err := img.f.WriteAt(buf, img.off+int64(img.descBlock(i))*int64(img.bs)); err != nil {
+			return err
+		}
+	}
+	for _, k := range []blockKind{kindMeta, kindInode} {
+		if err := img.writeKind(k); err != nil {
+			return err
+		}
+	}
+	if err := img.f.Sync(); err != nil {
+		return err
+	}
+	if err := img.writeKind(kindDir); err != nil {
+		return err
+	}
+	if err := img.f.Sync(); err != nil {
+		return err
+	}
+	if _, err := img.f.WriteAt(img.sb.b, img.off+superblockOffset); err != nil {
+		return err
+	}
+	if err := img.f.Sync(); err != nil {
+		return err
+	}
+	clear(img.gdtDirty)
+	for _, b := range img.cache.blocks {
+		if b.dirty {
+			b.dirty = false
+			img.cache.clean++
+		}
+	}
+	img.dataWritten = false
+	return nil
+}
+
+func (img *Image) writeKind(k blockKind) error {
+	blks := img.cache.dirtyByKind(k)
+	sort.Slice(blks, func(i, j int) bool { return blks[i] < blks[j] })
+	for _, blk := range blks {
+		if blk >= img.blocksCount {
+			return fmt.Errorf("internal error: dirty block %d beyond the end", blk)
+		}
+		if _, err := img.f.WriteAt(img.cache.blocks[blk].data, img.off+int64(blk)*int64(img.bs)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sortedKeys[K ~uint32 | ~uint64, V any](m map[K]V) []K {
+	out := make([]K, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// errNotFound is what lookups return for an absent name.
+var errNotFound = fs.ErrNotExist

@@ -1,0 +1,386 @@
+package ext4edit
+
+import (
+	"time"
+)
+
+// The inode (struct ext4_inode): 128 bytes of the original ext2 layout,
+// then i_extra_isize bytes of extension fields, then in-inode extended
+// attributes up to s_inode_size. We keep the raw bytes, so every field we
+// do not touch (osd1, i_version_hi, i_projid, xattrs ...) survives.
+const (
+	iMode        = 0x00 // __le16 i_mode
+	iUIDLo       = 0x02 // __le16 i_uid
+	iSizeLo      = 0x04 // __le32 i_size_lo
+	iAtime       = 0x08 // __le32 i_atime
+	iCtime       = 0x0C // __le32 i_ctime
+	iMtime       = 0x10 // __le32 i_mtime
+	iDtime       = 0x14 // __le32 i_dtime
+	iGIDLo       = 0x18 // __le16 i_gid
+	iLinksCount  = 0x1A // __le16 i_links_count
+	iBlocksLo    = 0x1C // __le32 i_blocks_lo
+	iFlags       = 0x20 // __le32 i_flags
+	iBlock       = 0x28 // __le32 i_block[15] (60 bytes: block map, extent root or inline data)
+	iBlockLen    = 60
+	iGeneration  = 0x64 // __le32 i_generation
+	iFileACLLo   = 0x68 // __le32 i_file_acl_lo
+	iSizeHigh    = 0x6C // __le32 i_size_high
+	iBlocksHigh  = 0x74 // __le16 l_i_blocks_high
+	iFileACLHigh = 0x76 // __le16 l_i_file_acl_high
+	iUIDHigh     = 0x78 // __le16 l_i_uid_high
+	iGIDHigh     = 0x7A // __le16 l_i_gid_high
+	iChecksumLo  = 0x7C // __le16 l_i_checksum_lo
+	iExtraIsize  = 0x80 // __le16 i_extra_isize
+	iChecksumHi  = 0x82 // __le16 i_checksum_hi
+	iCtimeExtra  = 0x84 // __le32 i_ctime_extra
+	iMtimeExtra  = 0x88 // __le32 i_mtime_extra
+	iAtimeExtra  = 0x8C // __le32 i_atime_extra
+	iCrtime      = 0x90 // __le32 i_crtime
+	iCrtimeExtra = 0x94 // __le32 i_crtime_extra
+
+	goodOldInodeSize = 128
+	// extraIsizeDefault is sizeof(struct ext4_inode) - 128: every field
+	// through i_projid.
+	extraIsizeDefault = 32
+)
+
+// i_flags bits we act on.
+const (
+	flagSecrm      = 0x1
+	flagIndex      = 0x1000     // EXT4_INDEX_FL: hash-indexed directory
+	flagEncrypt    = 0x800      // EXT4_ENCRYPT_FL
+	flagHugeFile   = 0x40000    // EXT4_HUGE_FILE_FL: i_blocks in fs blocks
+	flagExtents    = 0x80000    // EXT4_EXTENTS_FL
+	flagVerity     = 0x100000   // EXT4_VERITY_FL
+	flagEAInode    = 0x200000   // EXT4_EA_INODE_FL
+	flagInlineData = 0x10000000 // EXT4_INLINE_DATA_FL
+	flagCasefold   = 0x40000000 // EXT4_CASEFOLD_FL
+)
+
+// Reserved inode numbers.
+const (
+	rootIno    = 2
+	journalIno = 8
+)
+
+type inode struct {
+	ino uint32
+	b   []byte // s_inode_size bytes
+}
+
+func (in *inode) mode() uint16        { return le16(in.b, iMode) }
+func (in *inode) setMode(m uint16)    { put16(in.b, iMode, m) }
+func (in *inode) isDir() bool         { return in.mode()&sIFMT == sIFDIR }
+func (in *inode) isReg() bool         { return in.mode()&sIFMT == sIFREG }
+func (in *inode) isSymlink() bool     { return in.mode()&sIFMT == sIFLNK }
+func (in *inode) flags() uint32       { return le32(in.b, iFlags) }
+func (in *inode) setFlags(f uint32)   { put32(in.b, iFlags, f) }
+func (in *inode) links() uint16       { return le16(in.b, iLinksCount) }
+func (in *inode) setLinks(n uint16)   { put16(in.b, iLinksCount, n) }
+func (in *inode) generation() uint32  { return le32(in.b, iGeneration) }
+func (in *inode) iblock() []byte      { return in.b[iBlock : iBlock+iBlockLen] }
+func (in *inode) hasExtents() bool    { return in.flags()&flagExtents != 0 }
+func (in *inode) hasInlineData() bool { return in.flags()&flagInlineData != 0 }
+
+func (in *inode) uid() uint32 {
+	return uint32(le16(in.b, iUIDLo)) | uint32(le16(in.b, iUIDHigh))<<16
+}
+func (in *inode) gid() uint32 {
+	return uint32(le16(in.b, iGIDLo)) | uint32(le16(in.b, iGIDHigh))<<16
+}
+func (in *inode) setUID(v uint32) {
+	put16(in.b, iUIDLo, uint16(v))
+	put16(in.b, iUIDHigh, uint16(v>>16))
+}
+func (in *inode) setGID(v uint32) {
+	put16(in.b, iGIDLo, uint16(v))
+	put16(in.b, iGIDHigh, uint16(v>>16))
+}
+
+func (in *inode) size() uint64 {
+	return uint64(le32(in.b, iSizeLo)) | uint64(le32(in.b, iSizeHigh))<<32
+}
+func (in *inode) setSize(v uint64) {
+	put32(in.b, iSizeLo, uint32(v))
+	put32(in.b, iSizeHigh, uint32(v>>32))
+}
+
+func (in *inode) fileACL() uint64 {
+	return uint64(le32(in.b, iFileACLLo)) | uint64(le16(in.b, iFileACLHigh))<<32
+}
+func (in *inode) setFileACL(v uint64) {
+	put32(in.b, iFileACLLo, uint32(v))
+	put16(in.b, iFileACLHigh, uint16(v>>32))
+}
+
+// extraIsize is i_extra_isize, 0 for 128-byte inodes.
+func (in *inode) extraIsize() uint32 {
+	if len(in.b) <= goodOldInodeSize {
+		return 0
+	}
+	return uint32(le16(in.b, iExtraIsize))
+}
+
+// fits reports whether the extension field at off (4 bytes) is present.
+func (in *inode) fits(off int) bool {
+	return uint32(off+4) <= goodOldInodeSize+in.extraIsize()
+}
+
+// blocks512 returns i_blocks in 512-byte units.
+func (in *inode) blocks512(img *Image) uint64 {
+	v := uint64(le32(in.b, iBlocksLo))
+	if img.sb.hasRoCompat(roCompatHugeFile) {
+		v |= uint64(le16(in.b, iBlocksHigh)) << 32
+		if in.flags()&flagHugeFile != 0 {
+			v *= uint64(img.bs / 512)
+		}
+	}
+	return v
+}
+
+// setBlocks512 stores i_blocks; without huge_file the count must fit 32 bits.
+func (in *inode) setBlocks512(img *Image, v uint64) error {
+	if !img.sb.hasRoCompat(roCompatHugeFile) {
+		if v > 0xFFFFFFFF {
+			return unsupportedf("file of %d sectors needs huge_file", v)
+		}
+		put32(in.b, iBlocksLo, uint32(v))
+		return nil
+	}
+	f := in.flags() &^ flagHugeFile
+	if v > 1<<48-1 {
+		v /= uint64(img.bs / 512)
+		f |= flagHugeFile
+	}
+	in.setFlags(f)
+	put32(in.b, iBlocksLo, uint32(v))
+	put16(in.b, iBlocksHigh, uint16(v>>32))
+	return nil
+}
+
+// addBlocks adjusts i_blocks by n filesystem blocks (n may be negative).
+func (in *inode) addBlocks(img *Image, n int64) error {
+	cur := int64(in.blocks512(img))
+	cur += n * int64(img.bs/512)
+	if cur < 0 {
+		cur = 0
+	}
+	return in.setBlocks512(img, uint64(cur))
+}
+
+// Timestamps: a signed 32-bit seconds field plus, in the extension, an
+// extra word with 2 epoch bits (seconds bits 32-33) and 30 bits of
+// nanoseconds.
+func (in *inode) time(off, extraOff int) time.Time {
+	sec := int64(int32(le32(in.b, off)))
+	var nsec int64
+	if extraOff != 0 && in.fits(extraOff) {
+		extra := le32(in.b, extraOff)
+		sec += int64(extra&3) << 32
+		nsec = int64(extra >> 2)
+	}
+	return time.Unix(sec, nsec)
+}
+
+func (in *inode) setTime(off, extraOff int, t time.Time) {
+	sec := t.Unix()
+	put32(in.b, off, uint32(int32(sec)))
+	if extraOff != 0 && in.fits(extraOff) {
+		epoch := uint32((sec-int64(int32(sec)))>>32) & 3
+		put32(in.b, extraOff, uint32(t.Nanosecond())<<2|epoch)
+	}
+}
+
+func (in *inode) atime() time.Time { return in.time(iAtime, iAtimeExtra) }
+func (in *inode) mtime() time.Time { return in.time(iMtime, iMtimeExtra) }
+func (in *inode) ctime() time.Time { return in.time(iCtime, iCtimeExtra) }
+func (in *inode) crtime() time.Time {
+	if !in.fits(iCrtime) {
+		return time.Time{}
+	}
+	return in.time(iCrtime, iCrtimeExtra)
+}
+func (in *inode) setAtime(t time.Time) { in.setTime(iAtime, iAtimeExtra, t) }
+func (in *inode) setMtime(t time.Time) { in.setTime(iMtime, iMtimeExtra, t) }
+func (in *inode) setCtime(t time.Time) { in.setTime(iCtime, iCtimeExtra, t) }
+func (in *inode) setCrtime(t time.Time) {
+	if in.fits(iCrtime) {
+		in.setTime(iCrtime, iCrtimeExtra, t)
+	}
+}
+
+// inodeLoc returns the block and byte offset of inode ino.
+func (img *Image) inodeLoc(ino uint32) (uint64, uint32, error) {
+	if ino == 0 || ino > img.sb.inodesCount() {
+		return 0, 0, corruptf("inode number %d out of range", ino)
+	}
+	g := (ino - 1) / img.ipg
+	idx := (ino - 1) % img.ipg
+	off := uint64(idx) * uint64(img.inodeSize)
+	return img.gd(g).inodeTable() + off/uint64(img.bs), uint32(off % uint64(img.bs)), nil
+}
+
+// inodeInitialized reports whether the table slot holds real bytes: with
+// group checksums, an INODE_UNINIT group or a slot beyond the high-water
+// mark (bg_itable_unused) may hold garbage and reads as zero.
+func (img *Image) inodeInitialized(ino uint32) bool {
+	if !img.sb.groupCsums() {
+		return true
+	}
+	g := (ino - 1) / img.ipg
+	idx := (ino - 1) % img.ipg
+	if img.inodeUninit(g) {
+		return false
+	}
+	return idx < img.ipg-min(img.gd(g).itableUnused(), img.ipg)
+}
+
+// readInode returns a copy of inode ino.
+func (img *Image) readInode(ino uint32) (*inode, error) {
+	blk, off, err := img.inodeLoc(ino)
+	if err != nil {
+		return nil, err
+	}
+	in := &inode{ino: ino, b: make([]byte, img.inodeSize)}
+	if !img.inodeInitialized(ino) {
+		return in, nil
+	}
+	buf, err := img.cache.get(blk)
+	if err != nil {
+		return nil, err
+	}
+	copy(in.b, buf[off:off+img.inodeSize])
+	if img.inodeSize > goodOldInodeSize {
+		if e := in.extraIsize(); e > img.inodeSize-goodOldInodeSize || e%4 != 0 {
+			return nil, corruptf("inode %d i_extra_isize %d", ino, e)
+		}
+	}
+	if img.sb.metadataCsum() && !allZero(in.b) {
+		if want, got := img.storedInodeCsum(in), img.inodeCsum(in); want != got {
+			return nil, corruptf("inode %d checksum mismatch (stored 0x%x, computed 0x%x)", ino, want, got)
+		}
+	}
+	return in, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// inodeCsumSeed seeds the checksums of everything owned by an inode
+// (the inode, its directory blocks, extent blocks).
+func (img *Image) inodeCsumSeed(in *inode) uint32 {
+	return crc32cU32(crc32cU32(img.csumSeed, in.ino), in.generation())
+}
+
+// inodeCsum computes the inode checksum the kernel's ext4_inode_csum way:
+// the checksum fields count as zero.
+func (img *Image) inodeCsum(in *inode) uint32 {
+	zero := []byte{0, 0}
+	c := crc32cRaw(img.inodeCsumSeed(in), in.b[:iChecksumLo])
+	c = crc32cRaw(c, zero)
+	c = crc32cRaw(c, in.b[iChecksumLo+2:goodOldInodeSize])
+	if len(in.b) > goodOldInodeSize {
+		c = crc32cRaw(c, in.b[goodOldInodeSize:iChecksumHi])
+		off := iChecksumHi
+		if in.extraIsize() >= 4 {
+			c = crc32cRaw(c, zero)
+			off += 2
+		}
+		c = crc32cRaw(c, in.b[off:])
+	}
+	if len(in.b) <= goodOldInodeSize || in.extraIsize() < 4 {
+		c &= 0xFFFF
+	}
+	return c
+}
+
+func (img *Image) storedInodeCsum(in *inode) uint32 {
+	v := uint32(le16(in.b, iChecksumLo))
+	if len(in.b) > goodOldInodeSize && in.extraIsize() >= 4 {
+		v |= uint32(le16(in.b, iChecksumHi)) << 16
+	}
+	return v
+}
+
+// writeInode stores in into the inode table (dirty set).
+func (img *Image) writeInode(in *inode) error {
+	blk, off, err := img.inodeLoc(in.ino)
+	if err != nil {
+		return err
+	}
+	if img.sb.metadataCsum() {
+		c := img.inodeCsum(in)
+		put16(in.b, iChecksumLo, uint16(c))
+		if len(in.b) > goodOldInodeSize && in.extraIsize() >= 4 {
+			put16(in.b, iChecksumHi, uint16(c>>16))
+		}
+	}
+	buf, err := img.cache.getW(blk, kindInode)
+	if err != nil {
+		return err
+	}
+	copy(buf[off:off+img.inodeSize], in.b)
+	return nil
+}
+
+// zeroInodeSlot clears table slot idx of group g.
+func (img *Image) zeroInodeSlot(g, idx uint32) error {
+	blk, off, err := img.inodeLoc(g*img.ipg + idx + 1)
+	if err != nil {
+		return err
+	}
+	buf, err := img.cache.getW(blk, kindInode)
+	if err != nil {
+		return err
+	}
+	clear(buf[off : off+img.inodeSize])
+	return nil
+}
+
+// newInode allocates and initialises an inode of the given mode near the
+// parent directory. It is not yet written.
+func (img *Image) newInode(parent uint32, mode uint16) (*inode, error) {
+	goal := uint32(0)
+	if parent > 0 {
+		goal = (parent - 1) / img.ipg
+	}
+	ino, err := img.allocInode(goal, mode&sIFMT == sIFDIR)
+	if err != nil {
+		return nil, err
+	}
+	in := &inode{ino: ino, b: make([]byte, img.inodeSize)}
+	if img.inodeSize > goodOldInodeSize {
+		extra := uint32(le16(img.sb.b, sbWantExtraIsize))
+		if extra < extraIsizeDefault {
+			extra = extraIsizeDefault
+		}
+		if extra > img.inodeSize-goodOldInodeSize {
+			extra = img.inodeSize - goodOldInodeSize
+		}
+		put16(in.b, iExtraIsize, uint16(extra))
+	}
+	in.setMode(mode)
+	in.setUID(img.opts.UID)
+	in.setGID(img.opts.GID)
+	now := img.now()
+	in.setAtime(now)
+	in.setCtime(now)
+	in.setMtime(now)
+	in.setCrtime(now)
+	// A fresh generation keeps checksums of a reused inode number apart.
+	put32(in.b, iGeneration, img.nextGeneration())
+	return in, nil
+}
+
+// nextGeneration derives i_generation deterministically from the image
+// state, so a fixed clock gives reproducible images.
+func (img *Image) nextGeneration() uint32 {
+	img.genCounter++
+	return crc32cU32(img.csumSeed^uint32(img.sb.freeInodesCount()), img.genCounter)
+}

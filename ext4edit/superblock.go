@@ -1,0 +1,264 @@
+package ext4edit
+
+import (
+	"fmt"
+	"strings"
+)
+
+// The superblock (struct ext4_super_block) lives at byte 1024 of the
+// filesystem and is 1024 bytes long. We keep its raw bytes and decode
+// fields on demand, so fields this package does not know survive a rewrite.
+const (
+	superblockOffset = 1024
+	superblockSize   = 1024
+	ext4Magic        = 0xEF53
+)
+
+// Byte offsets of the fields we use (kernel names).
+const (
+	sbInodesCount       = 0x00  // __le32 s_inodes_count
+	sbBlocksCountLo     = 0x04  // __le32 s_blocks_count_lo
+	sbRBlocksCountLo    = 0x08  // __le32 s_r_blocks_count_lo
+	sbFreeBlocksCountLo = 0x0C  // __le32 s_free_blocks_count_lo
+	sbFreeInodesCount   = 0x10  // __le32 s_free_inodes_count
+	sbFirstDataBlock    = 0x14  // __le32 s_first_data_block
+	sbLogBlockSize      = 0x18  // __le32 s_log_block_size (size = 1024 << n)
+	sbLogClusterSize    = 0x1C  // __le32 s_log_cluster_size
+	sbBlocksPerGroup    = 0x20  // __le32 s_blocks_per_group
+	sbClustersPerGroup  = 0x24  // __le32 s_clusters_per_group
+	sbInodesPerGroup    = 0x28  // __le32 s_inodes_per_group
+	sbWtime             = 0x30  // __le32 s_wtime
+	sbMagic             = 0x38  // __le16 s_magic
+	sbState             = 0x3A  // __le16 s_state (1 = cleanly unmounted, 2 = errors)
+	sbRevLevel          = 0x4C  // __le32 s_rev_level (0 = good old, 1 = dynamic)
+	sbFirstIno          = 0x54  // __le32 s_first_ino
+	sbInodeSize         = 0x58  // __le16 s_inode_size
+	sbFeatureCompat     = 0x5C  // __le32 s_feature_compat
+	sbFeatureIncompat   = 0x60  // __le32 s_feature_incompat
+	sbFeatureRoCompat   = 0x64  // __le32 s_feature_ro_compat
+	sbUUID              = 0x68  // __u8 s_uuid[16]
+	sbVolumeName        = 0x78  // char s_volume_name[16]
+	sbReservedGdtBlocks = 0xCE  // __le16 s_reserved_gdt_blocks
+	sbJournalInum       = 0xE0  // __le32 s_journal_inum
+	sbJournalDev        = 0xE4  // __le32 s_journal_dev
+	sbLastOrphan        = 0xE8  // __le32 s_last_orphan
+	sbHashSeed          = 0xEC  // __le32 s_hash_seed[4]
+	sbDefHashVersion    = 0xFC  // __u8 s_def_hash_version
+	sbDescSize          = 0xFE  // __le16 s_desc_size
+	sbFirstMetaBg       = 0x104 // __le32 s_first_meta_bg
+	sbBlocksCountHi     = 0x150 // __le32 s_blocks_count_hi
+	sbRBlocksCountHi    = 0x154 // __le32 s_r_blocks_count_hi
+	sbFreeBlocksCountHi = 0x158 // __le32 s_free_blocks_count_hi
+	sbMinExtraIsize     = 0x15C // __le16 s_min_extra_isize
+	sbWantExtraIsize    = 0x15E // __le16 s_want_extra_isize
+	sbFlags             = 0x160 // __le32 s_flags (1 signed hash, 2 unsigned hash)
+	sbLogGroupsPerFlex  = 0x174 // __u8 s_log_groups_per_flex
+	sbChecksumType      = 0x175 // __u8 s_checksum_type (1 = crc32c)
+	sbBackupBgs         = 0x24C // __le32 s_backup_bgs[2] (sparse_super2)
+	sbChecksumSeed      = 0x270 // __le32 s_checksum_seed (csum_seed feature)
+	sbChecksum          = 0x3FC // __le32 s_checksum
+)
+
+// s_flags bits.
+const (
+	sbFlagSignedHash   = 0x1
+	sbFlagUnsignedHash = 0x2
+)
+
+// Feature bits (s_feature_compat / _incompat / _ro_compat).
+const (
+	compatDirPrealloc   = 0x1
+	compatImagicInodes  = 0x2
+	compatHasJournal    = 0x4
+	compatExtAttr       = 0x8
+	compatResizeInode   = 0x10
+	compatDirIndex      = 0x20
+	compatLazyBG        = 0x40
+	compatExcludeBitmap = 0x100
+	compatSparseSuper2  = 0x200
+	compatFastCommit    = 0x400
+	compatStableInodes  = 0x800
+	compatOrphanFile    = 0x1000
+
+	incompatCompression = 0x1
+	incompatFiletype    = 0x2
+	incompatRecover     = 0x4
+	incompatJournalDev  = 0x8
+	incompatMetaBG      = 0x10
+	incompatExtents     = 0x40
+	incompat64bit       = 0x80
+	incompatMMP         = 0x100
+	incompatFlexBG      = 0x200
+	incompatEAInode     = 0x400
+	incompatDirData     = 0x1000
+	incompatCsumSeed    = 0x2000
+	incompatLargedir    = 0x4000
+	incompatInlineData  = 0x8000
+	incompatEncrypt     = 0x10000
+	incompatCasefold    = 0x20000
+
+	roCompatSparseSuper   = 0x1
+	roCompatLargeFile     = 0x2
+	roCompatBtreeDir      = 0x4
+	roCompatHugeFile      = 0x8
+	roCompatGdtCsum       = 0x10
+	roCompatDirNlink      = 0x20
+	roCompatExtraIsize    = 0x40
+	roCompatHasSnapshot   = 0x80
+	roCompatQuota         = 0x100
+	roCompatBigalloc      = 0x200
+	roCompatMetadataCsum  = 0x400
+	roCompatReplica       = 0x800
+	roCompatReadonly      = 0x1000
+	roCompatProject       = 0x2000
+	roCompatSharedBlocks  = 0x4000
+	roCompatVerity        = 0x8000
+	roCompatOrphanPresent = 0x10000
+)
+
+// featureNames gives e2fsprogs' names, used in refusals.
+var (
+	compatNames = map[uint32]string{
+		compatDirPrealloc: "dir_prealloc", compatImagicInodes: "imagic_inodes",
+		compatHasJournal: "has_journal", compatExtAttr: "ext_attr", compatResizeInode: "resize_inode",
+		compatDirIndex: "dir_index", compatLazyBG: "lazy_bg", compatExcludeBitmap: "snapshot_bitmap",
+		compatSparseSuper2: "sparse_super2", compatFastCommit: "fast_commit",
+		compatStableInodes: "stable_inodes", compatOrphanFile: "orphan_file",
+	}
+	incompatNames = map[uint32]string{
+		incompatCompression: "compression", incompatFiletype: "filetype", incompatRecover: "needs_recovery",
+		incompatJournalDev: "journal_dev", incompatMetaBG: "meta_bg", incompatExtents: "extent",
+		incompat64bit: "64bit", incompatMMP: "mmp", incompatFlexBG: "flex_bg", incompatEAInode: "ea_inode",
+		incompatDirData: "dirdata", incompatCsumSeed: "metadata_csum_seed", incompatLargedir: "large_dir",
+		incompatInlineData: "inline_data", incompatEncrypt: "encrypt", incompatCasefold: "casefold",
+	}
+	roCompatNames = map[uint32]string{
+		roCompatSparseSuper: "sparse_super", roCompatLargeFile: "large_file", roCompatBtreeDir: "btree_dir",
+		roCompatHugeFile: "huge_file", roCompatGdtCsum: "uninit_bg", roCompatDirNlink: "dir_nlink",
+		roCompatExtraIsize: "extra_isize", roCompatHasSnapshot: "snapshot", roCompatQuota: "quota",
+		roCompatBigalloc: "bigalloc", roCompatMetadataCsum: "metadata_csum", roCompatReplica: "replica",
+		roCompatReadonly: "read-only", roCompatProject: "project", roCompatSharedBlocks: "shared_blocks",
+		roCompatVerity: "verity", roCompatOrphanPresent: "orphan_present",
+	}
+)
+
+// featureList names the bits of mask, for messages.
+func featureList(mask uint32, names map[uint32]string) string {
+	var out []string
+	for bit := uint32(1); bit != 0; bit <<= 1 {
+		if mask&bit == 0 {
+			continue
+		}
+		if n, ok := names[bit]; ok {
+			out = append(out, n)
+		} else {
+			out = append(out, fmt.Sprintf("unknown(0x%x)", bit))
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// superblock wraps the raw 1024 bytes.
+type superblock struct{ b []byte }
+
+func (s superblock) inodesCount() uint32       { return le32(s.b, sbInodesCount) }
+func (s superblock) firstDataBlock() uint32    { return le32(s.b, sbFirstDataBlock) }
+func (s superblock) blocksPerGroup() uint32    { return le32(s.b, sbBlocksPerGroup) }
+func (s superblock) inodesPerGroup() uint32    { return le32(s.b, sbInodesPerGroup) }
+func (s superblock) compat() uint32            { return le32(s.b, sbFeatureCompat) }
+func (s superblock) incompat() uint32          { return le32(s.b, sbFeatureIncompat) }
+func (s superblock) roCompat() uint32          { return le32(s.b, sbFeatureRoCompat) }
+func (s superblock) revLevel() uint32          { return le32(s.b, sbRevLevel) }
+func (s superblock) uuid() []byte              { return s.b[sbUUID : sbUUID+16] }
+func (s superblock) state() uint16             { return le16(s.b, sbState) }
+func (s superblock) hasCompat(f uint32) bool   { return s.compat()&f != 0 }
+func (s superblock) hasIncompat(f uint32) bool { return s.incompat()&f != 0 }
+func (s superblock) hasRoCompat(f uint32) bool { return s.roCompat()&f != 0 }
+
+func (s superblock) blocksCount() uint64 {
+	v := uint64(le32(s.b, sbBlocksCountLo))
+	if s.hasIncompat(incompat64bit) {
+		v |= uint64(le32(s.b, sbBlocksCountHi)) << 32
+	}
+	return v
+}
+
+func (s superblock) freeBlocksCount() uint64 {
+	v := uint64(le32(s.b, sbFreeBlocksCountLo))
+	if s.hasIncompat(incompat64bit) {
+		v |= uint64(le32(s.b, sbFreeBlocksCountHi)) << 32
+	}
+	return v
+}
+
+func (s superblock) setFreeBlocksCount(v uint64) {
+	put32(s.b, sbFreeBlocksCountLo, uint32(v))
+	if s.hasIncompat(incompat64bit) {
+		put32(s.b, sbFreeBlocksCountHi, uint32(v>>32))
+	}
+}
+
+func (s superblock) freeInodesCount() uint32     { return le32(s.b, sbFreeInodesCount) }
+func (s superblock) setFreeInodesCount(v uint32) { put32(s.b, sbFreeInodesCount, v) }
+
+// inodeSize is 128 on revision 0 filesystems, s_inode_size otherwise.
+func (s superblock) inodeSize() uint32 {
+	if s.revLevel() == 0 {
+		return 128
+	}
+	return uint32(le16(s.b, sbInodeSize))
+}
+
+// firstIno is the first non-reserved inode (11 on revision 0).
+func (s superblock) firstIno() uint32 {
+	if s.revLevel() == 0 {
+		return 11
+	}
+	return le32(s.b, sbFirstIno)
+}
+
+// descSize is the group descriptor size: 32 unless 64bit sets s_desc_size.
+func (s superblock) descSize() uint32 {
+	if s.hasIncompat(incompat64bit) {
+		return uint32(le16(s.b, sbDescSize))
+	}
+	return 32
+}
+
+func (s superblock) hashSeed() (seed [4]uint32) {
+	for i := range seed {
+		seed[i] = le32(s.b, sbHashSeed+4*i)
+	}
+	return seed
+}
+
+// metadataCsum reports whether metadata_csum checksums are in force.
+func (s superblock) metadataCsum() bool { return s.hasRoCompat(roCompatMetadataCsum) }
+
+// gdtCsum reports the older crc16 group-descriptor checksum (uninit_bg).
+func (s superblock) gdtCsum() bool {
+	return !s.metadataCsum() && s.hasRoCompat(roCompatGdtCsum)
+}
+
+// groupCsums reports whether group descriptors carry a checksum and the
+// UNINIT flags are meaningful.
+func (s superblock) groupCsums() bool { return s.metadataCsum() || s.hasRoCompat(roCompatGdtCsum) }
+
+// csumSeed is the seed every metadata_csum checksum starts from.
+func (s superblock) csumSeed() uint32 {
+	if s.hasIncompat(incompatCsumSeed) {
+		return le32(s.b, sbChecksumSeed)
+	}
+	return crc32cRaw(^uint32(0), s.uuid())
+}
+
+// updateChecksum recomputes s_checksum over the first 1020 bytes.
+func (s superblock) updateChecksum() {
+	if s.metadataCsum() {
+		put32(s.b, sbChecksum, crc32cRaw(^uint32(0), s.b[:sbChecksum]))
+	}
+}
+
+func (s superblock) checksumOK() bool {
+	return !s.metadataCsum() || le32(s.b, sbChecksum) == crc32cRaw(^uint32(0), s.b[:sbChecksum])
+}

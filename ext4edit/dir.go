@@ -285,6 +285,9 @@ func (img *Image) dirLookup(dir *inode, name []byte) (uint32, uint8, error) {
 // tryInsert puts an entry into leaf block b if there is room, returning
 // whether it did.
 func (img *Image) tryInsert(dir *inode, lblk uint64, b []byte, name []byte, ino uint32, ft uint8) (bool, error) {
+	if err := img.checkLeafTail(dir, lblk, b); err != nil {
+		return false, err
+	}
 	ents, err := img.parseDirBlock(dir, lblk, b)
 	if err != nil {
 		return false, err
@@ -309,6 +312,15 @@ func (img *Image) tryInsert(dir *inode, lblk uint64, b []byte, name []byte, ino 
 		return true, nil
 	}
 	return false, nil
+}
+
+// checkLeafTail refuses to edit a leaf of a checksummed filesystem that
+// lacks its checksum tail: writing the tail would overwrite entries.
+func (img *Image) checkLeafTail(dir *inode, lblk uint64, b []byte) error {
+	if img.sb.metadataCsum() && !img.hasDirTail(b) {
+		return corruptf("directory inode %d block %d has no checksum tail (run e2fsck -fD)", dir.ino, lblk)
+	}
+	return nil
 }
 
 // dirBlockW returns logical block lblk of dir for modification.
@@ -483,6 +495,9 @@ func (img *Image) dirRemove(dir *inode, name []byte) (uint32, error) {
 		}
 		for i, e := range ents {
 			if e.ino != 0 && bytes.Equal(e.name, name) {
+				if err := img.checkLeafTail(dir, lblk, b); err != nil {
+					return 0, err
+				}
 				wb, err := img.dirBlockW(dir, lblk)
 				if err != nil {
 					return 0, err

@@ -51,8 +51,13 @@ type dirEntry struct {
 func (d *dirEntry) Name() string { return d.name }
 func (d *dirEntry) IsDir() bool  { return d.Type().IsDir() }
 func (d *dirEntry) Type() fs.FileMode {
-	if fi, err := d.Info(); err == nil {
-		return fi.Mode().Type()
+	// Without the filetype feature (or with an unknown code) only the
+	// inode knows.
+	if d.ft == ftUnknown || d.ft > ftSymlink {
+		if fi, err := d.Info(); err == nil {
+			return fi.Mode().Type()
+		}
+		return fs.ModeIrregular
 	}
 	switch d.ft {
 	case ftDir:
@@ -71,6 +76,8 @@ func (d *dirEntry) Type() fs.FileMode {
 	return 0
 }
 func (d *dirEntry) Info() (fs.FileInfo, error) {
+	d.img.mu.Lock()
+	defer d.img.mu.Unlock()
 	in, err := d.img.readInode(d.ino)
 	if err != nil {
 		return nil, err
@@ -91,6 +98,8 @@ type fileReader struct {
 
 // openReader opens the regular file name (following symlinks) for reading.
 func (img *Image) openReader(name string) (*fileReader, fs.FileInfo, error) {
+	img.mu.Lock()
+	defer img.mu.Unlock()
 	r, err := img.readLookup("open", name, true)
 	if err != nil {
 		return nil, nil, err
@@ -174,6 +183,9 @@ func (r *fileReader) ReadAt(p []byte, off int64) (int, error) {
 		} else {
 			disk := r.img.off + int64(e.pblk+(lblk-e.lblk))*bs + pos%bs
 			if _, err := r.img.f.ReadAt(p[done:end], disk); err != nil {
+				if err == io.EOF {
+					err = corruptf("file data at byte %d beyond the end of the image file", disk)
+				}
 				return done, err
 			}
 		}

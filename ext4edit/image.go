@@ -6,12 +6,16 @@ import (
 	"io/fs"
 	"os"
 	"sort"
+	"sync"
 	"time"
 )
 
 // Image is an open ext4 filesystem inside a file. It is not safe for
 // concurrent use.
 type Image struct {
+	// mu serialises every public method: edits, and reads through the
+	// shared block cache (fs.FS users read concurrently).
+	mu     sync.Mutex
 	f      *os.File
 	path   string
 	off    int64 // byte offset of the filesystem in f
@@ -372,6 +376,8 @@ func (img *Image) writable() error {
 // mutate runs fn as one operation: on error every in-memory change it made
 // is undone, so the image commits as if it never ran.
 func (img *Image) mutate(op, name string, fn func() error) error {
+	img.mu.Lock()
+	defer img.mu.Unlock()
 	if err := img.writable(); err != nil {
 		return pathErr(op, name, err)
 	}
@@ -416,6 +422,8 @@ func (img *Image) Sync() error {
 	if err := img.closeOpenFiles(); err != nil {
 		return err
 	}
+	img.mu.Lock()
+	defer img.mu.Unlock()
 	if err := img.commit(); err != nil {
 		return pathErr("sync", img.path, err)
 	}
@@ -430,6 +438,10 @@ func (img *Image) Close() error {
 	var err error
 	if !img.ro {
 		err = img.closeOpenFiles()
+	}
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if !img.ro {
 		if cerr := img.commit(); err == nil {
 			err = cerr
 		}

@@ -766,6 +766,8 @@ func (img *Image) RemoveXattr(name, attr string) error {
 
 // GetXattr returns the value of the extended attribute attr of name.
 func (img *Image) GetXattr(name, attr string) ([]byte, error) {
+	img.mu.Lock()
+	defer img.mu.Unlock()
 	r, err := img.readLookup("getxattr", name, false)
 	if err != nil {
 		return nil, err
@@ -779,6 +781,8 @@ func (img *Image) GetXattr(name, attr string) ([]byte, error) {
 
 // ListXattr lists the extended attribute names of name, sorted.
 func (img *Image) ListXattr(name string) ([]string, error) {
+	img.mu.Lock()
+	defer img.mu.Unlock()
 	r, err := img.readLookup("listxattr", name, false)
 	if err != nil {
 		return nil, err
@@ -808,6 +812,8 @@ func (img *Image) readLookup(op, name string, follow bool) (*resolved, error) {
 
 // Stat describes name, following a final symlink. Sys() is *InodeInfo.
 func (img *Image) Stat(name string) (fs.FileInfo, error) {
+	img.mu.Lock()
+	defer img.mu.Unlock()
 	r, err := img.readLookup("stat", name, true)
 	if err != nil {
 		return nil, err
@@ -817,6 +823,8 @@ func (img *Image) Stat(name string) (fs.FileInfo, error) {
 
 // Lstat describes name itself. Sys() is *InodeInfo.
 func (img *Image) Lstat(name string) (fs.FileInfo, error) {
+	img.mu.Lock()
+	defer img.mu.Unlock()
 	r, err := img.readLookup("lstat", name, false)
 	if err != nil {
 		return nil, err
@@ -826,6 +834,8 @@ func (img *Image) Lstat(name string) (fs.FileInfo, error) {
 
 // ReadDir lists a directory sorted by name, without "." and "..".
 func (img *Image) ReadDir(name string) ([]fs.DirEntry, error) {
+	img.mu.Lock()
+	defer img.mu.Unlock()
 	r, err := img.readLookup("readdir", name, true)
 	if err != nil {
 		return nil, err
@@ -862,6 +872,8 @@ func (img *Image) ReadFile(name string) ([]byte, error) {
 
 // Readlink returns the target of a symbolic link.
 func (img *Image) Readlink(name string) (string, error) {
+	img.mu.Lock()
+	defer img.mu.Unlock()
 	r, err := img.readLookup("readlink", name, false)
 	if err != nil {
 		return "", err

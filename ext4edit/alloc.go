@@ -440,3 +440,16 @@ func (img *Image) finishGroups() {
 		}
 	}
 }
+
+// setBits sets bits [from, to), whole bytes at a time where it can.
+func setBits(b []byte, from, to uint64) {
+	for ; from < to && from%8 != 0; from++ {
+		setBit(b, from)
+	}
+	for ; from+8 <= to; from += 8 {
+		b[from/8] = 0xFF
+	}
+	for ; from < to; from++ {
+		setBit(b, from)
+	}
+}

@@ -201,10 +201,8 @@ func (img *Image) groupMetadata(g uint32, fn func(blk uint64)) {
 			}
 		}
 		it := d.inodeTable()
-		for b := it; b < it+uint64(img.itableBlocks); b++ {
-			if b >= first && b < end {
-				fn(b)
-			}
+		for b := max(it, first); b < min(it+uint64(img.itableBlocks), end); b++ {
+			fn(b)
 		}
 	}
 }

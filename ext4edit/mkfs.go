@@ -1,0 +1,562 @@
+package ext4edit
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+)
+
+// CreateOptions shape a new filesystem. The zero value gives what current
+// mkfs.ext4 makes by default: 4 KiB blocks, 256-byte inodes, one inode per
+// 16 KiB, extents, 64bit, flex_bg (16 groups), metadata_csum, dir_index,
+// huge_file, dir_nlink, extra_isize, sparse_super, a journal sized like
+// mke2fs sizes it, and lost+found. Groups with nothing in them are left
+// uninitialised (BLOCK_UNINIT/INODE_UNINIT), so a 1 TiB sparse image is
+// made by writing a few megabytes.
+type CreateOptions struct {
+	BlockSize  uint32 // 1024, 2048, 4096 (default) or 65536
+	InodeRatio uint64 // bytes per inode, default 16384
+	InodeSize  uint32 // default 256
+	Label      string // volume name, at most 16 bytes
+	// UUID and HashSeed default to values derived from Seed and the
+	// geometry, so equal inputs give byte-identical images.
+	UUID     [16]byte
+	HashSeed [16]byte
+	// Seed feeds the derived UUID and hash seed (for example an OCI image
+	// digest).
+	Seed []byte
+	// Time stamps the superblock and the first inodes; zero means the Unix
+	// epoch plus one second (reproducible, and never "unset").
+	Time            time.Time
+	NoJournal       bool
+	JournalBlocks   uint32 // default: mke2fs's ext2fs_default_journal_size
+	ReservedPercent uint32 // root-reserved blocks, default 5; 100 means 0%
+	// Open carries the options of the returned Image (UID, GID, Now ...).
+	Open Options
+}
+
+// Create makes a new ext4 filesystem of size bytes in a fresh file at path
+// (truncating any existing file) and returns it open for editing.
+func Create(path string, size int64, opts *CreateOptions) (*Image, error) {
+	var o CreateOptions
+	if opts != nil {
+		o = *opts
+	}
+	if err := mkfs(path, size, &o); err != nil {
+		return nil, pathErr("create", path, err)
+	}
+	oo := o.Open
+	oo.ReadOnly, oo.Partition, oo.Offset = false, 0, 0
+	if oo.Now == nil {
+		t := o.createTime()
+		oo.Now = func() time.Time { return t }
+	}
+	img, err := Open(path, &oo)
+	if err != nil {
+		return nil, err
+	}
+	if o.Open.Now == nil {
+		img.now = time.Now
+		if opts != nil && !opts.Time.IsZero() {
+			t := opts.Time
+			img.now = func() time.Time { return t }
+		}
+	}
+	return img, nil
+}
+
+func (o *CreateOptions) createTime() time.Time {
+	if o.Time.IsZero() {
+		return time.Unix(1, 0)
+	}
+	return o.Time
+}
+
+// geometry is the layout mkfs computes before writing.
+type geometry struct {
+	bs, bpg, ipg, inodeSize uint32
+	firstData               uint32
+	blocks                  uint64
+	groups                  uint32
+	gdtBlocks, itBlocks     uint32
+	flex                    uint32
+}
+
+func (o *CreateOptions) geometry(size int64) (*geometry, error) {
+	g := &geometry{bs: o.BlockSize, inodeSize: o.InodeSize, flex: 16}
+	if g.bs == 0 {
+		g.bs = 4096
+	}
+	switch g.bs {
+	case 1024, 2048, 4096, 65536:
+	default:
+		return nil, fmt.Errorf("%w: block size %d (1024, 2048, 4096 or 65536)", fs.ErrInvalid, g.bs)
+	}
+	if g.inodeSize == 0 {
+		g.inodeSize = 256
+	}
+	if g.inodeSize < 128 || g.inodeSize > g.bs || g.inodeSize&(g.inodeSize-1) != 0 {
+		return nil, fmt.Errorf("%w: inode size %d", fs.ErrInvalid, g.inodeSize)
+	}
+	ratio := o.InodeRatio
+	if ratio == 0 {
+		ratio = 16384
+	}
+	if ratio < uint64(g.bs) {
+		ratio = uint64(g.bs)
+	}
+	if size < 0 || size/int64(g.bs) < 64 {
+		return nil, fmt.Errorf("%w: %d bytes is too small for a filesystem of %d-byte blocks", fs.ErrInvalid, size, g.bs)
+	}
+	g.blocks = uint64(size) / uint64(g.bs)
+	if g.blocks > 1<<48 {
+		return nil, fmt.Errorf("%w: %d blocks exceed the 64bit limit", fs.ErrInvalid, g.blocks)
+	}
+	if g.bs == 1024 {
+		g.firstData = 1
+	}
+	g.bpg = min(8*g.bs, 65528)
+	for {
+		g.groups = uint32((g.blocks - uint64(g.firstData) + uint64(g.bpg) - 1) / uint64(g.bpg))
+		inodes := uint64(g.blocks) * uint64(g.bs) / ratio
+		ipg := (inodes + uint64(g.groups) - 1) / uint64(g.groups)
+		perBlock := uint64(g.bs / g.inodeSize)
+		ipg = max(ipg, 16)
+		ipg = (ipg + perBlock - 1) / perBlock * perBlock
+		ipg = (ipg + 7) / 8 * 8
+		ipg = min(ipg, uint64(8*g.bs))
+		if ipg*uint64(g.groups) >= 1<<32 {
+			ipg = (1<<32 - 1) / uint64(g.groups) / perBlock * perBlock / 8 * 8
+		}
+		g.ipg = uint32(ipg)
+		g.itBlocks = uint32(ipg * uint64(g.inodeSize) / uint64(g.bs))
+		g.gdtBlocks = uint32((uint64(g.groups)*64 + uint64(g.bs) - 1) / uint64(g.bs))
+		// A last group too small for its own metadata is dropped, as
+		// mke2fs does.
+		last := g.blocks - uint64(g.firstData) - uint64(g.groups-1)*uint64(g.bpg)
+		if g.groups > 1 && last < uint64(g.gdtBlocks)+uint64(g.itBlocks)+2+50 {
+			g.blocks -= last
+			continue
+		}
+		break
+	}
+	if g.groups == 1 && g.blocks-uint64(g.firstData) < uint64(g.gdtBlocks+g.itBlocks)+64 {
+		return nil, fmt.Errorf("%w: %d bytes is too small", fs.ErrInvalid, size)
+	}
+	return g, nil
+}
+
+// defaultJournalBlocks is ext2fs_default_journal_size.
+func defaultJournalBlocks(blocks uint64) uint32 {
+	switch {
+	case blocks < 2048:
+		return 0
+	case blocks < 32768:
+		return 1024
+	case blocks < 256*1024:
+		return 4096
+	case blocks < 512*1024:
+		return 8192
+	case blocks < 4096*1024:
+		return 16384
+	case blocks < 8192*1024:
+		return 32768
+	case blocks < 16384*1024:
+		return 65536
+	case blocks < 32768*1024:
+		return 131072
+	}
+	return 262144
+}
+
+func mkfs(path string, size int64, o *CreateOptions) error {
+	if len(o.Label) > 16 {
+		return fmt.Errorf("%w: label longer than 16 bytes", fs.ErrInvalid)
+	}
+	g, err := o.geometry(size)
+	if err != nil {
+		return err
+	}
+	t := o.createTime()
+	uuid, seed := o.UUID, o.HashSeed
+	derive := func(tag string) [16]byte {
+		h := sha256.New()
+		fmt.Fprintf(h, "ext4edit %s %d %d %d %d %d %q %d|", tag, g.bs, g.blocks, g.ipg, g.inodeSize, t.Unix(), o.Label, len(o.Seed))
+		h.Write(o.Seed)
+		var out [16]byte
+		copy(out[:], h.Sum(nil))
+		return out
+	}
+	if uuid == ([16]byte{}) {
+		uuid = derive("uuid")
+		uuid[6] = uuid[6]&0x0f | 0x40 // RFC 4122 version 4 layout
+		uuid[8] = uuid[8]&0x3f | 0x80
+	}
+	if seed == ([16]byte{}) {
+		seed = derive("hash")
+	}
+
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(int64(g.blocks) * int64(g.bs)); err != nil {
+		return err
+	}
+
+	// A scratch Image carries the geometry so the shared helpers
+	// (hasSuper, groupFirstBlock, checksums) work before anything is on disk.
+	img := &Image{bs: g.bs, blocksCount: g.blocks, firstDataBlock: g.firstData, bpg: g.bpg, ipg: g.ipg,
+		groupCount: g.groups, inodeSize: g.inodeSize, descSize: 64, descPerBlock: g.bs / 64,
+		gdtBlocks: g.gdtBlocks, itableBlocks: g.itBlocks}
+	sb := superblock{b: make([]byte, superblockSize)}
+	img.sb = sb
+	put32(sb.b, sbInodesCount, g.ipg*g.groups)
+	put32(sb.b, sbBlocksCountLo, uint32(g.blocks))
+	put32(sb.b, sbBlocksCountHi, uint32(g.blocks>>32))
+	rp := uint64(o.ReservedPercent)
+	if rp == 0 {
+		rp = 5
+	} else if rp >= 100 {
+		rp = 0
+	}
+	r := g.blocks * rp / 100
+	put32(sb.b, sbRBlocksCountLo, uint32(r))
+	put32(sb.b, sbRBlocksCountHi, uint32(r>>32))
+	put32(sb.b, sbFirstDataBlock, g.firstData)
+	logBS := uint32(0)
+	for 1024<<logBS != g.bs {
+		logBS++
+	}
+	put32(sb.b, sbLogBlockSize, logBS)
+	put32(sb.b, sbLogClusterSize, logBS)
+	put32(sb.b, sbBlocksPerGroup, g.bpg)
+	put32(sb.b, sbClustersPerGroup, g.bpg)
+	put32(sb.b, sbInodesPerGroup, g.ipg)
+	put32(sb.b, sbWtime, uint32(t.Unix()))
+	put16(sb.b, 0x36, 0xFFFF) // s_max_mnt_count: -1, no forced checks
+	put16(sb.b, sbMagic, ext4Magic)
+	put16(sb.b, sbState, 1)             // cleanly unmounted
+	put16(sb.b, 0x3C, 1)                // s_errors: continue
+	put32(sb.b, 0x40, uint32(t.Unix())) // s_lastcheck
+	put32(sb.b, sbRevLevel, 1)          // dynamic inode sizes
+	put32(sb.b, sbFirstIno, 11)
+	put16(sb.b, sbInodeSize, uint16(g.inodeSize))
+	compat := uint32(compatExtAttr | compatDirIndex)
+	if !o.NoJournal {
+		compat |= compatHasJournal
+	}
+	put32(sb.b, sbFeatureCompat, compat)
+	put32(sb.b, sbFeatureIncompat, incompatFiletype|incompatExtents|incompat64bit|incompatFlexBG)
+	put32(sb.b, sbFeatureRoCompat, roCompatSparseSuper|roCompatLargeFile|roCompatHugeFile|
+		roCompatDirNlink|roCompatExtraIsize|roCompatMetadataCsum)
+	copy(sb.b[sbUUID:], uuid[:])
+	copy(sb.b[sbVolumeName:], o.Label)
+	for i := 0; i < 4; i++ {
+		put32(sb.b, sbHashSeed+4*i, binary.LittleEndian.Uint32(seed[4*i:]))
+	}
+	sb.b[sbDefHashVersion] = hashHalfMD4
+	put16(sb.b, sbDescSize, 64)
+	put32(sb.b, 0x100, 0x000C) // s_default_mount_opts: user_xattr, acl
+	put32(sb.b, 0x108, uint32(t.Unix()))
+	put16(sb.b, sbMinExtraIsize, extraIsizeDefault)
+	put16(sb.b, sbWantExtraIsize, extraIsizeDefault)
+	put32(sb.b, sbFlags, sbFlagSignedHash) // what mke2fs sets on x86
+	sb.b[sbLogGroupsPerFlex] = 4
+	sb.b[sbChecksumType] = 1
+	if g.inodeSize < 256 {
+		put16(sb.b, sbMinExtraIsize, 0)
+		put16(sb.b, sbWantExtraIsize, 0)
+		put32(sb.b, sbFeatureRoCompat, sb.roCompat()&^roCompatExtraIsize)
+	}
+	img.csumSeed = sb.csumSeed()
+
+	// Lay out each flex group's bitmaps and inode tables contiguously from
+	// the start of its first group, stepping over superblock backups.
+	img.gdt = make([]byte, uint64(g.groups)*64)
+	type run struct{ start, n uint64 }
+	var meta []run
+	sbEnd := func(grp uint32) uint64 {
+		s := img.groupFirstBlock(grp)
+		if img.hasSuper(grp) {
+			s += 1 + uint64(g.gdtBlocks)
+		}
+		return s
+	}
+	for leader := uint32(0); leader < g.groups; leader += g.flex {
+		n := min(g.flex, g.groups-leader)
+		cur := sbEnd(leader)
+		take := func(cnt uint64) (uint64, error) {
+			for {
+				grp := uint32((cur - uint64(g.firstData)) / uint64(g.bpg))
+				if grp >= g.groups {
+					return 0, fmt.Errorf("%w: no room for group metadata", fs.ErrInvalid)
+				}
+				if cur < sbEnd(grp) {
+					cur = sbEnd(grp)
+					continue
+				}
+				// The run must not cross into a group whose start holds a backup.
+				end := cur + cnt
+				next := img.groupFirstBlock(grp + 1)
+				if grp+1 < g.groups && end > next && img.hasSuper(grp+1) {
+					cur = sbEnd(grp + 1)
+					continue
+				}
+				if end > g.blocks {
+					return 0, fmt.Errorf("%w: no room for group metadata", fs.ErrInvalid)
+				}
+				s := cur
+				cur = end
+				meta = append(meta, run{s, cnt})
+				return s, nil
+			}
+		}
+		for i := uint32(0); i < n; i++ {
+			b, err := take(1)
+			if err != nil {
+				return err
+			}
+			d := img.gd(leader + i)
+			put32(d.b, bgBlockBitmapLo, uint32(b))
+			put32(d.b, bgBlockBitmapHi, uint32(b>>32))
+		}
+		for i := uint32(0); i < n; i++ {
+			b, err := take(1)
+			if err != nil {
+				return err
+			}
+			d := img.gd(leader + i)
+			put32(d.b, bgInodeBitmapLo, uint32(b))
+			put32(d.b, bgInodeBitmapHi, uint32(b>>32))
+		}
+		for i := uint32(0); i < n; i++ {
+			b, err := take(uint64(g.itBlocks))
+			if err != nil {
+				return err
+			}
+			d := img.gd(leader + i)
+			put32(d.b, bgInodeTableLo, uint32(b))
+			put32(d.b, bgInodeTableHi, uint32(b>>32))
+		}
+	}
+	for grp := uint32(0); grp < g.groups; grp++ {
+		if img.hasSuper(grp) {
+			meta = append(meta, run{img.groupFirstBlock(grp), 1 + uint64(g.gdtBlocks)})
+		}
+	}
+
+	// Per group: which blocks are used. Groups holding nothing but a
+	// superblock backup stay BLOCK_UNINIT; the kernel rebuilds that bitmap.
+	perGroup := make([][]run, g.groups)
+	for _, m := range meta {
+		for b := m.start; b < m.start+m.n; {
+			grp := uint32((b - uint64(g.firstData)) / uint64(g.bpg))
+			end := min(m.start+m.n, img.groupFirstBlock(grp)+uint64(img.groupBlocks(grp)))
+			perGroup[grp] = append(perGroup[grp], run{b, end - b})
+			b = end
+		}
+	}
+	var totalFree uint64
+	for grp := uint32(0); grp < g.groups; grp++ {
+		first := img.groupFirstBlock(grp)
+		nblk := uint64(img.groupBlocks(grp))
+		var used, sbUsed uint64
+		var bm []byte
+		for _, m := range perGroup[grp] {
+			used += m.n
+			if img.hasSuper(grp) && m.start == first {
+				sbUsed += m.n
+			}
+		}
+		d := img.gd(grp)
+		flags := uint16(bgItableZeroed | bgInodeUninit)
+		if grp == 0 {
+			flags = bgItableZeroed
+		}
+		// e2fsck wants the last group initialised, as mke2fs leaves it.
+		if used == sbUsed && grp != 0 && grp != g.groups-1 {
+			flags |= bgBlockUninit
+		} else {
+			bm = make([]byte, g.bs)
+			for _, m := range perGroup[grp] {
+				setBits(bm, m.start-first, m.start+m.n-first)
+			}
+			setBits(bm, nblk, uint64(g.bs)*8)
+			if _, err := f.WriteAt(bm, int64(d.blockBitmap())*int64(g.bs)); err != nil {
+				return err
+			}
+			d.setBlockBitmapCsum(crc32cRaw(img.csumSeed, bm[:g.bpg/8]))
+		}
+		d.setFlags(flags)
+		d.setFreeBlocks(uint32(nblk - used))
+		totalFree += nblk - used
+		d.setFreeInodes(g.ipg)
+		d.setItableUnused(g.ipg)
+		if grp == 0 {
+			// Inodes 1..10 are reserved; root (2) is written below.
+			ib := make([]byte, g.bs)
+			for i := uint64(0); i < 10; i++ {
+				setBit(ib, i)
+			}
+			for i := uint64(g.ipg); i < uint64(g.bs)*8; i++ {
+				setBit(ib, i)
+			}
+			if _, err := f.WriteAt(ib, int64(d.inodeBitmap())*int64(g.bs)); err != nil {
+				return err
+			}
+			d.setInodeBitmapCsum(crc32cRaw(img.csumSeed, ib[:g.ipg/8]))
+			d.setFreeInodes(g.ipg - 10)
+			d.setItableUnused(g.ipg - 10)
+			d.setUsedDirs(1)
+		}
+	}
+	sb.setFreeBlocksCount(totalFree)
+	sb.setFreeInodesCount(g.ipg*g.groups - 10)
+
+	// Root directory, inode 2: written through the editor's own code.
+	img.f = f
+	img.now = func() time.Time { return t }
+	img.cache = newBlockCache(img)
+	img.gdtDirty = map[uint32]bool{}
+	img.gdUndo = map[uint32]gdUndoRec{}
+	img.blockBitmapDirty = map[uint32]bool{}
+	img.inodeBitmapDirty = map[uint32]bool{}
+	root := &inode{ino: rootIno, b: make([]byte, g.inodeSize)}
+	if g.inodeSize > goodOldInodeSize {
+		put16(root.b, iExtraIsize, extraIsizeDefault)
+	}
+	root.setMode(sIFDIR | 0o755)
+	root.setAtime(t)
+	root.setCtime(t)
+	root.setMtime(t)
+	root.setCrtime(t)
+	if err := img.extentBuild(root, nil, 0); err != nil {
+		return err
+	}
+	if err := img.dirInit(root, rootIno); err != nil {
+		return err
+	}
+	root.setLinks(2)
+	if err := img.writeInode(root); err != nil {
+		return err
+	}
+	lf, err := img.mkdirIn(root, "lost+found", 0o700)
+	if err != nil {
+		return err
+	}
+	// lost+found gets 4 blocks (16 KiB at 4 KiB blocks) like mke2fs, so
+	// e2fsck can reconnect files without allocating.
+	for lf.size() < 16384 && lf.size() < 4*uint64(g.bs) {
+		b, _, err := img.dirAppendBlock(lf)
+		if err != nil {
+			return err
+		}
+		img.initLeaf(lf, b)
+	}
+	if err := img.writeInode(lf); err != nil {
+		return err
+	}
+	if !o.NoJournal {
+		if err := img.mkJournal(o, uuid); err != nil {
+			return err
+		}
+	}
+	for grp := uint32(0); grp < g.groups; grp++ {
+		img.gdtDirty[grp] = true // every descriptor gets its checksum
+	}
+	if err := img.commit(); err != nil {
+		return err
+	}
+	// Backups: every group with a superblock copy gets it and the table.
+	for grp := uint32(1); grp < g.groups; grp++ {
+		if !img.hasSuper(grp) {
+			continue
+		}
+		cp := append([]byte(nil), img.sb.b...)
+		put16(cp, 0x5A, uint16(grp)) // s_block_group_nr
+		superblock{cp}.updateChecksum()
+		// A backup sits at the very start of its group's first block.
+		first := int64(img.groupFirstBlock(grp)) * int64(g.bs)
+		if _, err := f.WriteAt(cp, first); err != nil {
+			return err
+		}
+		if _, err := f.WriteAt(img.gdt, first+int64(g.bs)); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
+}
+
+// mkJournal creates the journal inode (8): contiguous blocks near the
+// middle of the filesystem and a jbd2 v2 superblock, as mke2fs writes it.
+func (img *Image) mkJournal(o *CreateOptions, uuid [16]byte) error {
+	n := o.JournalBlocks
+	if n == 0 {
+		n = defaultJournalBlocks(img.blocksCount)
+		if n == 0 {
+			return nil
+		}
+	}
+	if uint64(n) >= img.countFreeBlocks()/2 || n < 1024 {
+		return fmt.Errorf("%w: journal of %d blocks does not fit", fs.ErrInvalid, n)
+	}
+	goal := img.groupFirstBlock(img.groupCount / 2)
+	runs, err := img.allocBlocks(goal, uint64(n))
+	if err != nil {
+		return err
+	}
+	jsb := make([]byte, img.bs)
+	be := binary.BigEndian
+	be.PutUint32(jsb[0x0:], 0xC03B3998) // h_magic
+	be.PutUint32(jsb[0x4:], 4)          // h_blocktype: superblock v2
+	be.PutUint32(jsb[0x8:], 0)          // h_sequence
+	be.PutUint32(jsb[0xC:], img.bs)     // s_blocksize
+	be.PutUint32(jsb[0x10:], n)         // s_maxlen
+	be.PutUint32(jsb[0x14:], 1)         // s_first
+	be.PutUint32(jsb[0x18:], 1)         // s_sequence
+	be.PutUint32(jsb[0x1C:], 0)         // s_start: empty
+	copy(jsb[0x30:], uuid[:])           // s_uuid
+	be.PutUint32(jsb[0x40:], 1)         // s_nr_users
+	copy(jsb[0x100:], uuid[:])          // s_users[0]
+	if err := img.writeData(runs[0].start, jsb); err != nil {
+		return err
+	}
+	in := &inode{ino: journalIno, b: make([]byte, img.inodeSize)}
+	if img.inodeSize > goodOldInodeSize {
+		put16(in.b, iExtraIsize, extraIsizeDefault)
+	}
+	in.setMode(sIFREG | 0o600)
+	t := img.now()
+	in.setAtime(t)
+	in.setCtime(t)
+	in.setMtime(t)
+	in.setCrtime(t)
+	in.setLinks(1)
+	var exts []fileExtent
+	var l uint64
+	for _, r := range runs {
+		exts = append(exts, fileExtent{lblk: l, pblk: r.start, len: r.len})
+		l += r.len
+	}
+	if err := img.mapNew(in, exts, goal); err != nil {
+		return err
+	}
+	in.setSize(uint64(n) * uint64(img.bs))
+	if err := img.writeInode(in); err != nil {
+		return err
+	}
+	put32(img.sb.b, sbJournalInum, journalIno)
+	// s_jnl_blocks: a backup of i_block and the size, for e2fsck.
+	for i := 0; i < 15; i++ {
+		put32(img.sb.b, 0x10C+4*i, le32(in.iblock(), 4*i))
+	}
+	put32(img.sb.b, 0x10C+4*15, uint32(in.size()>>32))
+	put32(img.sb.b, 0x10C+4*16, uint32(in.size()))
+	img.sb.b[0xFD] = 1 // s_jnl_backup_type: EXT3_JNL_BACKUP_BLOCKS
+	return nil
+}

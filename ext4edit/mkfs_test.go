@@ -1,0 +1,115 @@
+package ext4edit_test
+
+import (
+	"crypto/sha256"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/banger/ext4kit/ext4edit"
+	"github.com/banger/ext4kit/internal/testimg"
+)
+
+func fileSHA(t *testing.T, path string) [32]byte {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	h := sha256.New()
+	_, err = io.Copy(h, f)
+	require.NoError(t, err)
+	var out [32]byte
+	copy(out[:], h.Sum(nil))
+	return out
+}
+
+func TestCreate(t *testing.T) {
+	testimg.Require(t, "e2fsck", "dumpe2fs", "debugfs")
+	cases := []struct {
+		name string
+		size int64
+		opts ext4edit.CreateOptions
+	}{
+		{"64M-default", 64 << 20, ext4edit.CreateOptions{}},
+		{"64M-1k", 64 << 20, ext4edit.CreateOptions{BlockSize: 1024}},
+		{"300M-2k", 300 << 20, ext4edit.CreateOptions{BlockSize: 2048}},
+		{"1G", 1 << 30, ext4edit.CreateOptions{Label: "rootfs"}},
+		{"6G", 6 << 30, ext4edit.CreateOptions{}},
+		{"512M-64k", 512 << 20, ext4edit.CreateOptions{BlockSize: 65536}},
+		{"20M-1k-last-group", 20 << 20, ext4edit.CreateOptions{BlockSize: 1024}},
+		{"128-byte-inodes", 64 << 20, ext4edit.CreateOptions{InodeSize: 128}},
+		{"no-journal", 64 << 20, ext4edit.CreateOptions{NoJournal: true}},
+		{"1T-sparse", 1 << 40, ext4edit.CreateOptions{}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			img := filepath.Join(t.TempDir(), "img")
+			start := time.Now()
+			im, err := ext4edit.Create(img, c.size, &c.opts)
+			require.NoError(t, err)
+			took := time.Since(start)
+			require.NoError(t, im.MkdirAll("/etc/systemd", 0o755))
+			require.NoError(t, im.WriteFile("/etc/hostname", []byte("vm\n"), 0o644))
+			require.NoError(t, im.Close())
+			t.Logf("created %s in %v", c.name, took)
+			testimg.RequireClean(t, img)
+			hdr := testimg.Debugfs(t, img, "stats")
+			for _, feat := range []string{"extent", "64bit", "flex_bg", "metadata_csum", "dir_index", "huge_file", "dir_nlink", "sparse_super"} {
+				require.Contains(t, hdr, feat)
+			}
+			if !c.opts.NoJournal {
+				require.Contains(t, hdr, "has_journal")
+			}
+			require.Equal(t, "vm\n", string(testimg.Cat(t, img, "/etc/hostname")))
+			lf := testimg.DebugfsStat(t, img, "/lost+found")
+			require.Equal(t, "directory", lf.Type)
+			require.Equal(t, uint32(0o700), lf.Mode)
+			if c.opts.Label != "" {
+				require.True(t, strings.Contains(hdr, "volume name:   "+c.opts.Label), hdr)
+			}
+		})
+	}
+}
+
+func TestCreateDeterministic(t *testing.T) {
+	dir := t.TempDir()
+	opts := &ext4edit.CreateOptions{Seed: []byte("sha256:abc"), Time: time.Unix(1700000000, 0)}
+	make := func(name string) [32]byte {
+		p := filepath.Join(dir, name)
+		im, err := ext4edit.Create(p, 256<<20, opts)
+		require.NoError(t, err)
+		require.NoError(t, im.MkdirAll("/usr/bin", 0o755))
+		require.NoError(t, im.WriteFile("/usr/bin/x", []byte("#!/bin/sh\n"), 0o755))
+		require.NoError(t, im.Close())
+		return fileSHA(t, p)
+	}
+	require.Equal(t, make("a"), make("b"), "same inputs must give byte-identical images")
+	other := *opts
+	other.Seed = []byte("sha256:def")
+	p := filepath.Join(dir, "c")
+	im, err := ext4edit.Create(p, 256<<20, &other)
+	require.NoError(t, err)
+	require.NoError(t, im.Close())
+	require.NotEqual(t, fileSHA(t, filepath.Join(dir, "a")), fileSHA(t, p))
+}
+
+func TestCreateRejectsBadGeometry(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		size int64
+		opts ext4edit.CreateOptions
+	}{
+		{1 << 16, ext4edit.CreateOptions{}},
+		{64 << 20, ext4edit.CreateOptions{BlockSize: 8192}},
+		{64 << 20, ext4edit.CreateOptions{InodeSize: 100}},
+		{64 << 20, ext4edit.CreateOptions{Label: "a label longer than 16"}},
+	} {
+		_, err := ext4edit.Create(filepath.Join(dir, "x"), c.size, &c.opts)
+		require.Error(t, err)
+	}
+}

@@ -56,6 +56,10 @@ type Image struct {
 	// at them, so new file data must not land there before it is replaced.
 	pendingFree []blockRun
 
+	// overlay holds journal-replayed blocks of a read-only open: reads see
+	// the recovered filesystem while the file stays untouched.
+	overlay map[uint64][]byte
+
 	// Operation state: a failed public operation is rolled back in memory.
 	opActive    bool
 	gdUndo      map[uint32]gdUndoRec
@@ -128,11 +132,18 @@ func open(path string, o Options) (*Image, error) {
 	if err := img.load(limit); err != nil {
 		return nil, err
 	}
-	img.cache = newBlockCache(img)
-	img.gdtDirty = map[uint32]bool{}
-	img.gdUndo = map[uint32]gdUndoRec{}
-	img.blockBitmapDirty = map[uint32]bool{}
-	img.inodeBitmapDirty = map[uint32]bool{}
+	img.resetState()
+	if img.needsReplay() {
+		// Like the kernel and e2fsck: a journal flagged for recovery is
+		// replayed before anything else reads the filesystem.
+		if err := img.replay(); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrNeedsRecovery, err)
+		}
+		if err := img.load(limit); err != nil {
+			return nil, err
+		}
+		img.resetState()
+	}
 	if !img.ro && img.writeRefusal == nil {
 		if err := img.checkJournalClean(); err != nil {
 			return nil, err
@@ -158,6 +169,12 @@ func (img *Image) load(limit int64) error {
 	img.sb = superblock{b: make([]byte, superblockSize)}
 	if _, err := img.f.ReadAt(img.sb.b, img.off+superblockOffset); err != nil {
 		return err
+	}
+	if img.overlay != nil && img.bs != 0 {
+		sbBlk, sbOff := img.superblockBlock()
+		if d, ok := img.overlay[sbBlk]; ok {
+			copy(img.sb.b, d[sbOff:sbOff+superblockSize])
+		}
 	}
 	sb := img.sb
 	if le16(sb.b, sbMagic) != ext4Magic {
@@ -245,6 +262,11 @@ func (img *Image) load(limit int64) error {
 			return corruptf("group %d free counts out of range", g)
 		}
 	}
+	// Like the kernel at mount, take the free counts from the group
+	// descriptors: the superblock's copies lag behind after a kernel
+	// session or a journal replay. They reach the disk with the next commit.
+	img.sb.setFreeBlocksCount(img.countFreeBlocks())
+	img.sb.setFreeInodesCount(uint32(img.countFreeInodes()))
 	img.writeRefusal = img.writePolicy()
 	return nil
 }
@@ -330,10 +352,23 @@ func (img *Image) checkJournalClean() error {
 	return nil
 }
 
+// resetState empties every in-memory structure derived from the disk.
+func (img *Image) resetState() {
+	img.cache = newBlockCache(img)
+	img.gdtDirty = map[uint32]bool{}
+	img.gdUndo = map[uint32]gdUndoRec{}
+	img.blockBitmapDirty = map[uint32]bool{}
+	img.inodeBitmapDirty = map[uint32]bool{}
+}
+
 // readBlock reads block blk of the filesystem into buf (len == block size).
 func (img *Image) readBlock(blk uint64, buf []byte) error {
 	if blk >= img.blocksCount {
 		return corruptf("block %d beyond the end of the filesystem (%d blocks)", blk, img.blocksCount)
+	}
+	if d, ok := img.overlay[blk]; ok {
+		copy(buf, d)
+		return nil
 	}
 	n, err := img.f.ReadAt(buf, img.off+int64(blk)*int64(img.bs))
 	if err == io.EOF && n == len(buf) {
@@ -456,7 +491,8 @@ func (img *Image) Close() error {
 	return pathErr("close", img.path, err)
 }
 
-// commit writes the dirty set. Without a journal the order makes a crash
+// commit writes the dirty set. With a journal the metadata goes through
+// one jbd2 transaction (journal.go). Without one the order makes a crash
 // leave at worst leaked blocks: bitmaps and descriptors first (space is
 // marked used before anything points at it), then inodes and tree blocks,
 // then directory blocks, then the superblock.
@@ -475,29 +511,97 @@ func (img *Image) commit() error {
 	}
 	img.finishGroups()
 	img.sb.updateChecksum()
-
 	if img.dataWritten {
+		// Ordered mode: file data is durable before metadata points at it.
 		if err := img.f.Sync(); err != nil {
 			return err
 		}
 	}
-	// Descriptor blocks that hold dirty descriptors.
+	var err error
+	if img.sb.hasCompat(compatHasJournal) {
+		err = img.commitJournaled()
+	} else {
+		err = img.commitOrdered()
+	}
+	if err != nil {
+		return err
+	}
+	clear(img.gdtDirty)
+	for _, b := range img.cache.blocks {
+		if b.dirty {
+			b.dirty = false
+			img.cache.clean++
+		}
+	}
+	img.dataWritten = false
+	return nil
+}
+
+// descBlockImage returns descriptor-table block i as it must be on disk.
+func (img *Image) descBlockImage(i uint32) ([]byte, error) {
+	start := uint64(i) * uint64(img.bs)
+	end := min(start+uint64(img.bs), uint64(len(img.gdt)))
+	buf := make([]byte, img.bs)
+	if err := img.readBlock(img.descBlock(i), buf); err != nil {
+		return nil, err
+	}
+	copy(buf, img.gdt[start:end])
+	return buf, nil
+}
+
+func (img *Image) dirtyDescBlocks() []uint32 {
 	descBlocks := map[uint32]bool{}
 	for g := range img.gdtDirty {
 		descBlocks[g/img.descPerBlock] = true
 	}
+	return sortedKeys(descBlocks)
+}
+
+// commitJournaled logs every dirty metadata block, the changed descriptor
+// blocks and the superblock's block as one transaction.
+func (img *Image) commitJournaled() error {
+	j, err := img.openJournal()
+	if err != nil {
+		return err
+	}
+	var blocks []loggedBlock
+	for k := blockKind(0); k < numKinds; k++ {
+		blks := img.cache.dirtyByKind(k)
+		sort.Slice(blks, func(a, b int) bool { return blks[a] < blks[b] })
+		for _, blk := range blks {
+			blocks = append(blocks, loggedBlock{blk, img.cache.blocks[blk].data})
+		}
+	}
+	for _, i := range img.dirtyDescBlocks() {
+		buf, err := img.descBlockImage(i)
+		if err != nil {
+			return err
+		}
+		blocks = append(blocks, loggedBlock{img.descBlock(i), buf})
+	}
+	// The superblock's block goes last: if the set must be split into
+	// several transactions, the counts land with the final one.
+	sbBlk, sbOff := img.superblockBlock()
+	buf := make([]byte, img.bs)
+	if err := img.readBlock(sbBlk, buf); err != nil {
+		return err
+	}
+	copy(buf[sbOff:], img.sb.b)
+	blocks = append(blocks, loggedBlock{sbBlk, buf})
+	return img.journalCommit(j, blocks)
+}
+
+// commitOrdered writes without a journal, in crash-safe order.
+func (img *Image) commitOrdered() error {
 	if err := img.writeKind(kindBitmap); err != nil {
 		return err
 	}
-	for _, i := range sortedKeys(descBlocks) {
-		start := uint64(i) * uint64(img.bs)
-		end := min(start+uint64(img.bs), uint64(len(img.gdt)))
-		buf := make([]byte, img.bs)
-		if err := img.readBlock(img.descBlock(i), buf); err != nil {
+	for _, i := range img.dirtyDescBlocks() {
+		buf, err := img.descBlockImage(i)
+		if err != nil {
 			return err
 		}
-		copy(buf, img.gdt[start:end])
-		if _, err := img.f.WriteAt(buf, img.off+int64(img.descBlock(i))*int64(img.bs)); err != nil {
+		if err := img.writeRaw(img.descBlock(i), buf); err != nil {
 			return err
 		}
 	}
@@ -518,18 +622,7 @@ func (img *Image) commit() error {
 	if _, err := img.f.WriteAt(img.sb.b, img.off+superblockOffset); err != nil {
 		return err
 	}
-	if err := img.f.Sync(); err != nil {
-		return err
-	}
-	clear(img.gdtDirty)
-	for _, b := range img.cache.blocks {
-		if b.dirty {
-			b.dirty = false
-			img.cache.clean++
-		}
-	}
-	img.dataWritten = false
-	return nil
+	return img.f.Sync()
 }
 
 func (img *Image) writeKind(k blockKind) error {

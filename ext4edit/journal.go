@@ -1,0 +1,465 @@
+package ext4edit
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sort"
+)
+
+// The jbd2 journal (internal, in inode s_journal_inum). Every jbd2 block
+// starts with a 12-byte big-endian header; the journal superblock is its
+// block 0. Only what a commit and a replay need is decoded.
+const (
+	jMagic = 0xC03B3998
+
+	// journal_header_t
+	jhMagic     = 0x0 // __be32 h_magic
+	jhBlocktype = 0x4 // __be32 h_blocktype
+	jhSequence  = 0x8 // __be32 h_sequence (transaction ID)
+	jhSize      = 12
+
+	jbtDescriptor = 1
+	jbtCommit     = 2
+	jbtSuperV1    = 3
+	jbtSuperV2    = 4
+	jbtRevoke     = 5
+
+	// journal_superblock_t
+	jsBlocksize   = 0x0C // __be32 s_blocksize
+	jsMaxlen      = 0x10 // __be32 s_maxlen: journal length in blocks
+	jsFirst       = 0x14 // __be32 s_first: first log block
+	jsSequence    = 0x18 // __be32 s_sequence: first transaction expected in the log
+	jsStart       = 0x1C // __be32 s_start: block of the log's start, 0 = empty
+	jsErrno       = 0x20 // __be32 s_errno
+	jsCompat      = 0x24 // __be32 s_feature_compat
+	jsIncompat    = 0x28 // __be32 s_feature_incompat
+	jsRoCompat    = 0x2C // __be32 s_feature_ro_compat
+	jsUUID        = 0x30 // __u8 s_uuid[16]
+	jsNrUsers     = 0x40 // __be32 s_nr_users
+	jsChecksumTyp = 0x50 // __u8 s_checksum_type (4 = crc32c)
+	jsNumFCBlks   = 0x54 // __be32 s_num_fc_blks
+	jsChecksum    = 0xFC // __be32 s_checksum (csum v2/v3)
+	jsSize        = 1024
+
+	jCompatChecksum    = 0x1 // v1 commit-block checksums
+	jIncompatRevoke    = 0x1
+	jIncompat64bit     = 0x2
+	jIncompatAsync     = 0x4
+	jIncompatCsumV2    = 0x8
+	jIncompatCsumV3    = 0x10
+	jIncompatFastCommt = 0x20
+	jKnownIncompat     = jIncompatRevoke | jIncompat64bit | jIncompatAsync | jIncompatCsumV2 | jIncompatCsumV3
+
+	// Block tag flags.
+	jFlagEscape   = 1 // the block began with jMagic; its first word is zeroed in the log
+	jFlagSameUUID = 2 // no UUID follows the tag
+	jFlagDeleted  = 4
+	jFlagLastTag  = 8
+
+	// commit_header: after the header
+	jcChksumType = 0x0C // __u8 h_chksum_type
+	jcChksumSize = 0x0D // __u8 h_chksum_size
+	jcChksum     = 0x10 // __be32 h_chksum[8]
+	jcCommitSec  = 0x30 // __be64 h_commit_sec
+	jcCommitNsec = 0x38 // __be32 h_commit_nsec
+
+	// jbd2_journal_revoke_header_t
+	jrCount = 0x0C // __be32 r_count: bytes used in the block
+	jrSize  = 16
+)
+
+var be = binary.BigEndian
+
+// journal is an open internal journal.
+type journal struct {
+	img    *Image
+	ino    *inode
+	exts   []fileExtent
+	sb     []byte // journal superblock block
+	sbBlk  uint64 // its physical block
+	maxlen uint32
+	first  uint32
+	seed   uint32 // crc32c of s_uuid, for v2/v3 checksums
+}
+
+func (j *journal) incompat() uint32 { return be.Uint32(j.sb[jsIncompat:]) }
+func (j *journal) csumV23() bool    { return j.incompat()&(jIncompatCsumV2|jIncompatCsumV3) != 0 }
+func (j *journal) is64() bool       { return j.incompat()&jIncompat64bit != 0 }
+
+// tagBytes is journal_tag_bytes().
+func (j *journal) tagBytes() int {
+	if j.incompat()&jIncompatCsumV3 != 0 {
+		return 16
+	}
+	sz := 12
+	if j.incompat()&jIncompatCsumV2 != 0 {
+		sz += 2
+	}
+	if j.is64() {
+		return sz
+	}
+	return sz - 4
+}
+
+// openJournal loads the journal inode's map and superblock.
+func (img *Image) openJournal() (*journal, error) {
+	jino := le32(img.sb.b, sbJournalInum)
+	if jino == 0 {
+		return nil, unsupportedf("external journal")
+	}
+	in, err := img.readInode(jino)
+	if err != nil {
+		return nil, fmt.Errorf("journal inode: %w", err)
+	}
+	j := &journal{img: img, ino: in}
+	err = img.walkFile(in, func(e fileExtent) error {
+		j.exts = append(j.exts, e)
+		return nil
+	}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("journal inode: %w", err)
+	}
+	if j.sbBlk, err = j.phys(0); err != nil {
+		return nil, err
+	}
+	j.sb = make([]byte, img.bs)
+	if err := img.readBlock(j.sbBlk, j.sb); err != nil {
+		return nil, err
+	}
+	if be.Uint32(j.sb[jhMagic:]) != jMagic {
+		return nil, corruptf("journal superblock magic 0x%08x", be.Uint32(j.sb[jhMagic:]))
+	}
+	switch be.Uint32(j.sb[jhBlocktype:]) {
+	case jbtSuperV1:
+		// v1 has no feature words.
+		for i := jsCompat; i < jsCompat+12; i++ {
+			j.sb[i] = 0
+		}
+	case jbtSuperV2:
+	default:
+		return nil, corruptf("journal superblock type %d", be.Uint32(j.sb[jhBlocktype:]))
+	}
+	if be.Uint32(j.sb[jsBlocksize:]) != img.bs {
+		return nil, corruptf("journal block size %d differs from the filesystem's %d", be.Uint32(j.sb[jsBlocksize:]), img.bs)
+	}
+	j.maxlen = be.Uint32(j.sb[jsMaxlen:])
+	j.first = be.Uint32(j.sb[jsFirst:])
+	if uint64(j.maxlen) > img.fileBlockCount(in.size()) || j.first == 0 || j.first >= j.maxlen || j.maxlen < 16 {
+		return nil, corruptf("journal geometry: s_first %d s_maxlen %d for a %d-byte inode", j.first, j.maxlen, in.size())
+	}
+	if unk := j.incompat() &^ jKnownIncompat; unk != 0 {
+		if unk&jIncompatFastCommt != 0 {
+			return nil, unsupportedf("journal fast_commit")
+		}
+		return nil, unsupportedf("journal incompat features 0x%x", unk)
+	}
+	if j.csumV23() {
+		if j.sb[jsChecksumTyp] != 4 {
+			return nil, unsupportedf("journal checksum type %d", j.sb[jsChecksumTyp])
+		}
+		if be.Uint32(j.sb[jsChecksum:]) != j.sbCsum() {
+			return nil, corruptf("journal superblock checksum mismatch")
+		}
+	}
+	j.seed = crc32cRaw(^uint32(0), j.sb[jsUUID:jsUUID+16])
+	return j, nil
+}
+
+func (j *journal) sbCsum() uint32 {
+	c := crc32cRaw(^uint32(0), j.sb[:jsChecksum])
+	c = crc32cRaw(c, []byte{0, 0, 0, 0})
+	return crc32cRaw(c, j.sb[jsChecksum+4:jsSize])
+}
+
+// phys maps journal block i to a filesystem block.
+func (j *journal) phys(i uint32) (uint64, error) {
+	l := uint64(i)
+	k := sort.Search(len(j.exts), func(k int) bool { return j.exts[k].lblk+j.exts[k].len > l })
+	if k == len(j.exts) || j.exts[k].lblk > l || j.exts[k].uninit {
+		return 0, corruptf("journal block %d is not mapped", i)
+	}
+	return j.exts[k].pblk + l - j.exts[k].lblk, nil
+}
+
+// next advances a log position, wrapping from s_maxlen to s_first.
+func (j *journal) next(i uint32) uint32 {
+	i++
+	if i >= j.maxlen {
+		i = j.first
+	}
+	return i
+}
+
+func (j *journal) writeSB() error {
+	if j.csumV23() {
+		be.PutUint32(j.sb[jsChecksum:], j.sbCsum())
+	}
+	return j.img.writeRaw(j.sbBlk, j.sb)
+}
+
+// blockTail sets the jbd2_journal_block_tail checksum of a descriptor or
+// revoke block.
+func (j *journal) setBlockTail(b []byte) {
+	if !j.csumV23() {
+		return
+	}
+	t := len(b) - 4
+	be.PutUint32(b[t:], 0)
+	be.PutUint32(b[t:], crc32cRaw(j.seed, b))
+}
+
+func (j *journal) blockTailOK(b []byte) bool {
+	if !j.csumV23() {
+		return true
+	}
+	t := len(b) - 4
+	want := be.Uint32(b[t:])
+	be.PutUint32(b[t:], 0)
+	got := crc32cRaw(j.seed, b)
+	be.PutUint32(b[t:], want)
+	return got == want
+}
+
+// commitCsum is the v2/v3 commit block checksum (h_chksum[0]).
+func (j *journal) commitCsum(b []byte) uint32 {
+	c := make([]byte, len(b))
+	copy(c, b)
+	be.PutUint32(c[jcChksum:], 0)
+	return crc32cRaw(j.seed, c)
+}
+
+// tagCsum is the v2/v3 checksum of a logged data block.
+func (j *journal) tagCsum(seq uint32, data []byte) uint32 {
+	var s [4]byte
+	be.PutUint32(s[:], seq)
+	return crc32cRaw(crc32cRaw(j.seed, s[:]), data)
+}
+
+// writeRaw writes one whole block at its home location.
+func (img *Image) writeRaw(blk uint64, b []byte) error {
+	if blk >= img.blocksCount {
+		return fmt.Errorf("internal error: write to block %d beyond the end", blk)
+	}
+	_, err := img.f.WriteAt(b, img.off+int64(blk)*int64(img.bs))
+	return err
+}
+
+// loggedBlock is one metadata block of a transaction, as it goes home.
+type loggedBlock struct {
+	blk  uint64
+	data []byte
+}
+
+// journalCommit writes blocks as jbd2 transactions, makes them durable,
+// writes them home, and empties the journal: a crash at any point leaves
+// the old tree, or a log that replays (by us, the kernel or e2fsck) to the
+// new one. A set too large for one transaction is split; each part is
+// atomic on its own.
+func (img *Image) journalCommit(j *journal, blocks []loggedBlock) error {
+	if be.Uint32(j.sb[jsStart:]) != 0 {
+		return fmt.Errorf("%w: journal not empty at commit", ErrNeedsRecovery)
+	}
+	// Room per transaction: leave a quarter of the log free, like jbd2.
+	capacity := int(j.maxlen-j.first) * 3 / 4
+	perDesc := (int(img.bs) - jhSize - 16 - 4) / j.tagBytes()
+	for len(blocks) > 0 {
+		n := len(blocks)
+		// n data blocks need ceil(n/perDesc) descriptors and a commit.
+		for n+(n+perDesc-1)/perDesc+1 > capacity {
+			n = capacity - capacity/perDesc - 2
+		}
+		if n <= 0 {
+			return corruptf("journal of %d blocks too small for a transaction", j.maxlen)
+		}
+		if err := img.journalOne(j, blocks[:n]); err != nil {
+			return err
+		}
+		blocks = blocks[n:]
+	}
+	return nil
+}
+
+func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
+	seq := be.Uint32(j.sb[jsSequence:])
+	pos := j.first
+	bs := int(img.bs)
+	tb := j.tagBytes()
+	// 1. The log: descriptor blocks each followed by their data blocks.
+	for i := 0; i < len(blocks); {
+		desc := make([]byte, bs)
+		be.PutUint32(desc[jhMagic:], jMagic)
+		be.PutUint32(desc[jhBlocktype:], jbtDescriptor)
+		be.PutUint32(desc[jhSequence:], seq)
+		descPos := pos
+		pos = j.next(pos)
+		off := jhSize
+		limit := bs
+		if j.csumV23() {
+			limit -= 4
+		}
+		firstTag := true
+		var batch []loggedBlock
+		for i < len(blocks) {
+			need := tb
+			if firstTag {
+				need += 16
+			}
+			if off+need > limit {
+				break
+			}
+			lb := blocks[i]
+			data := lb.data
+			flags := uint32(0)
+			if be.Uint32(data[0:]) == jMagic {
+				data = append([]byte(nil), data...)
+				be.PutUint32(data[0:], 0)
+				flags |= jFlagEscape
+			}
+			if !firstTag {
+				flags |= jFlagSameUUID
+			}
+			if i == len(blocks)-1 || off+need+tb > limit {
+				flags |= jFlagLastTag
+			}
+			t := desc[off:]
+			be.PutUint32(t[0:], uint32(lb.blk))
+			if j.incompat()&jIncompatCsumV3 != 0 {
+				be.PutUint32(t[4:], flags)
+				be.PutUint32(t[8:], uint32(lb.blk>>32))
+				be.PutUint32(t[12:], j.tagCsum(seq, lb.data))
+			} else {
+				var cs uint16
+				if j.incompat()&jIncompatCsumV2 != 0 {
+					cs = uint16(j.tagCsum(seq, lb.data))
+				}
+				binary.BigEndian.PutUint16(t[4:], cs)
+				binary.BigEndian.PutUint16(t[6:], uint16(flags))
+				if j.is64() {
+					be.PutUint32(t[8:], uint32(lb.blk>>32))
+				}
+			}
+			off += tb
+			if firstTag {
+				copy(desc[off:], j.sb[jsUUID:jsUUID+16])
+				off += 16
+				firstTag = false
+			}
+			batch = append(batch, loggedBlock{lb.blk, data})
+			i++
+		}
+		j.setBlockTail(desc)
+		p, err := j.phys(descPos)
+		if err != nil {
+			return err
+		}
+		if err := img.writeRaw(p, desc); err != nil {
+			return err
+		}
+		for _, lb := range batch {
+			p, err := j.phys(pos)
+			if err != nil {
+				return err
+			}
+			if err := img.writeRaw(p, lb.data); err != nil {
+				return err
+			}
+			pos = j.next(pos)
+		}
+	}
+	if err := img.f.Sync(); err != nil {
+		return err
+	}
+	// 2. The commit block makes the transaction count.
+	cb := make([]byte, bs)
+	be.PutUint32(cb[jhMagic:], jMagic)
+	be.PutUint32(cb[jhBlocktype:], jbtCommit)
+	be.PutUint32(cb[jhSequence:], seq)
+	now := img.now()
+	be.PutUint64(cb[jcCommitSec:], uint64(now.Unix()))
+	be.PutUint32(cb[jcCommitNsec:], uint32(now.Nanosecond()))
+	if j.csumV23() {
+		cb[jcChksumType] = 4
+		cb[jcChksumSize] = 4
+		be.PutUint32(cb[jcChksum:], j.commitCsum(cb))
+	}
+	p, err := j.phys(pos)
+	if err != nil {
+		return err
+	}
+	if err := img.writeRaw(p, cb); err != nil {
+		return err
+	}
+	if err := img.f.Sync(); err != nil {
+		return err
+	}
+	// 3. Flag the filesystem and point the journal at the log, so the
+	// kernel and e2fsck replay it rather than wipe it after a crash.
+	if err := img.setRecoverFlag(true); err != nil {
+		return err
+	}
+	be.PutUint32(j.sb[jsStart:], j.first)
+	if err := j.writeSB(); err != nil {
+		return err
+	}
+	if err := img.f.Sync(); err != nil {
+		return err
+	}
+	// 4. Checkpoint: every block to its home. The superblock keeps the
+	// recovery flag until the journal is empty.
+	sbBlk, sbOff := img.superblockBlock()
+	for _, lb := range blocks {
+		data := lb.data
+		if lb.blk == sbBlk {
+			data = append([]byte(nil), data...)
+			sb := superblock{data[sbOff : sbOff+superblockSize]}
+			put32(sb.b, sbFeatureIncompat, sb.incompat()|incompatRecover)
+			sb.updateChecksum()
+		}
+		if err := img.writeRaw(lb.blk, data); err != nil {
+			return err
+		}
+	}
+	if err := img.f.Sync(); err != nil {
+		return err
+	}
+	// 5. Empty the journal, then drop the flag.
+	be.PutUint32(j.sb[jsStart:], 0)
+	be.PutUint32(j.sb[jsSequence:], seq+1)
+	if err := j.writeSB(); err != nil {
+		return err
+	}
+	if err := img.f.Sync(); err != nil {
+		return err
+	}
+	if err := img.setRecoverFlag(false); err != nil {
+		return err
+	}
+	return img.f.Sync()
+}
+
+// superblockBlock is the block holding the primary superblock and the
+// superblock's offset inside it.
+func (img *Image) superblockBlock() (uint64, int) {
+	if img.bs == 1024 {
+		return 1, 0
+	}
+	return 0, superblockOffset
+}
+
+// setRecoverFlag sets or clears needs_recovery in the on-disk primary
+// superblock, leaving every other byte as it is on disk.
+func (img *Image) setRecoverFlag(on bool) error {
+	b := make([]byte, superblockSize)
+	if _, err := img.f.ReadAt(b, img.off+superblockOffset); err != nil {
+		return err
+	}
+	sb := superblock{b}
+	f := sb.incompat() &^ incompatRecover
+	if on {
+		f |= incompatRecover
+	}
+	put32(b, sbFeatureIncompat, f)
+	sb.updateChecksum()
+	_, err := img.f.WriteAt(b, img.off+superblockOffset)
+	return err
+}

@@ -182,7 +182,7 @@ func (r *fileReader) ReadAt(p []byte, off int64) (int, error) {
 			clear(p[done:end])
 		} else {
 			disk := r.img.off + int64(e.pblk+(lblk-e.lblk))*bs + pos%bs
-			if _, err := r.img.f.ReadAt(p[done:end], disk); err != nil {
+			if _, err := r.img.dev.ReadAt(p[done:end], disk); err != nil {
 				if err == io.EOF {
 					err = corruptf("file data at byte %d beyond the end of the image file", disk)
 				}

@@ -17,6 +17,7 @@ type Image struct {
 	// shared block cache (fs.FS users read concurrently).
 	mu     sync.Mutex
 	f      *os.File
+	dev    device // all filesystem I/O goes through dev (f, or a test wrapper)
 	path   string
 	off    int64 // byte offset of the filesystem in f
 	ro     bool
@@ -99,7 +100,7 @@ func open(path string, o Options) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	img := &Image{f: f, path: path, ro: o.ReadOnly, opts: o, off: o.Offset, now: o.Now}
+	img := &Image{f: f, dev: f, path: path, ro: o.ReadOnly, opts: o, off: o.Offset, now: o.Now}
 	if img.now == nil {
 		img.now = time.Now
 	}
@@ -167,7 +168,7 @@ func (img *Image) load(limit int64) error {
 		return corruptf("image is %d bytes, too small to hold a superblock", avail)
 	}
 	img.sb = superblock{b: make([]byte, superblockSize)}
-	if _, err := img.f.ReadAt(img.sb.b, img.off+superblockOffset); err != nil {
+	if _, err := img.dev.ReadAt(img.sb.b, img.off+superblockOffset); err != nil {
 		return err
 	}
 	if img.overlay != nil && img.bs != 0 {
@@ -370,7 +371,7 @@ func (img *Image) readBlock(blk uint64, buf []byte) error {
 		copy(buf, d)
 		return nil
 	}
-	n, err := img.f.ReadAt(buf, img.off+int64(blk)*int64(img.bs))
+	n, err := img.dev.ReadAt(buf, img.off+int64(blk)*int64(img.bs))
 	if err == io.EOF && n == len(buf) {
 		err = nil
 	}
@@ -393,7 +394,7 @@ func (img *Image) writeData(start uint64, p []byte) error {
 		}
 	}
 	img.dataWritten = true
-	_, err := img.f.WriteAt(p, img.off+int64(start)*int64(img.bs))
+	_, err := img.dev.WriteAt(p, img.off+int64(start)*int64(img.bs))
 	return err
 }
 
@@ -513,7 +514,7 @@ func (img *Image) commit() error {
 	img.sb.updateChecksum()
 	if img.dataWritten {
 		// Ordered mode: file data is durable before metadata points at it.
-		if err := img.f.Sync(); err != nil {
+		if err := img.dev.Sync(); err != nil {
 			return err
 		}
 	}
@@ -610,19 +611,19 @@ func (img *Image) commitOrdered() error {
 			return err
 		}
 	}
-	if err := img.f.Sync(); err != nil {
+	if err := img.dev.Sync(); err != nil {
 		return err
 	}
 	if err := img.writeKind(kindDir); err != nil {
 		return err
 	}
-	if err := img.f.Sync(); err != nil {
+	if err := img.dev.Sync(); err != nil {
 		return err
 	}
-	if _, err := img.f.WriteAt(img.sb.b, img.off+superblockOffset); err != nil {
+	if _, err := img.dev.WriteAt(img.sb.b, img.off+superblockOffset); err != nil {
 		return err
 	}
-	return img.f.Sync()
+	return img.dev.Sync()
 }
 
 func (img *Image) writeKind(k blockKind) error {
@@ -632,7 +633,7 @@ func (img *Image) writeKind(k blockKind) error {
 		if blk >= img.blocksCount {
 			return fmt.Errorf("internal error: dirty block %d beyond the end", blk)
 		}
-		if _, err := img.f.WriteAt(img.cache.blocks[blk].data, img.off+int64(blk)*int64(img.bs)); err != nil {
+		if _, err := img.dev.WriteAt(img.cache.blocks[blk].data, img.off+int64(blk)*int64(img.bs)); err != nil {
 			return err
 		}
 	}

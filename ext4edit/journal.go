@@ -240,7 +240,7 @@ func (img *Image) writeRaw(blk uint64, b []byte) error {
 	if blk >= img.blocksCount {
 		return fmt.Errorf("internal error: write to block %d beyond the end", blk)
 	}
-	_, err := img.f.WriteAt(b, img.off+int64(blk)*int64(img.bs))
+	_, err := img.dev.WriteAt(b, img.off+int64(blk)*int64(img.bs))
 	return err
 }
 
@@ -366,7 +366,7 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 			pos = j.next(pos)
 		}
 	}
-	if err := img.f.Sync(); err != nil {
+	if err := img.dev.Sync(); err != nil {
 		return err
 	}
 	// 2. The commit block makes the transaction count.
@@ -389,7 +389,7 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 	if err := img.writeRaw(p, cb); err != nil {
 		return err
 	}
-	if err := img.f.Sync(); err != nil {
+	if err := img.dev.Sync(); err != nil {
 		return err
 	}
 	// 3. Flag the filesystem and point the journal at the log, so the
@@ -401,7 +401,7 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 	if err := j.writeSB(); err != nil {
 		return err
 	}
-	if err := img.f.Sync(); err != nil {
+	if err := img.dev.Sync(); err != nil {
 		return err
 	}
 	// 4. Checkpoint: every block to its home. The superblock keeps the
@@ -419,7 +419,7 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 			return err
 		}
 	}
-	if err := img.f.Sync(); err != nil {
+	if err := img.dev.Sync(); err != nil {
 		return err
 	}
 	// 5. Empty the journal, then drop the flag.
@@ -428,13 +428,13 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 	if err := j.writeSB(); err != nil {
 		return err
 	}
-	if err := img.f.Sync(); err != nil {
+	if err := img.dev.Sync(); err != nil {
 		return err
 	}
 	if err := img.setRecoverFlag(false); err != nil {
 		return err
 	}
-	return img.f.Sync()
+	return img.dev.Sync()
 }
 
 // superblockBlock is the block holding the primary superblock and the
@@ -450,7 +450,7 @@ func (img *Image) superblockBlock() (uint64, int) {
 // superblock, leaving every other byte as it is on disk.
 func (img *Image) setRecoverFlag(on bool) error {
 	b := make([]byte, superblockSize)
-	if _, err := img.f.ReadAt(b, img.off+superblockOffset); err != nil {
+	if _, err := img.dev.ReadAt(b, img.off+superblockOffset); err != nil {
 		return err
 	}
 	sb := superblock{b}
@@ -460,6 +460,6 @@ func (img *Image) setRecoverFlag(on bool) error {
 	}
 	put32(b, sbFeatureIncompat, f)
 	sb.updateChecksum()
-	_, err := img.f.WriteAt(b, img.off+superblockOffset)
+	_, err := img.dev.WriteAt(b, img.off+superblockOffset)
 	return err
 }

@@ -203,7 +203,7 @@ func (img *Image) replay() error {
 			return err
 		}
 	}
-	if err := img.f.Sync(); err != nil {
+	if err := img.dev.Sync(); err != nil {
 		return err
 	}
 	be.PutUint32(j.sb[jsStart:], 0)
@@ -211,13 +211,13 @@ func (img *Image) replay() error {
 	if err := j.writeSB(); err != nil {
 		return err
 	}
-	if err := img.f.Sync(); err != nil {
+	if err := img.dev.Sync(); err != nil {
 		return err
 	}
 	if err := img.setRecoverFlag(false); err != nil {
 		return err
 	}
-	return img.f.Sync()
+	return img.dev.Sync()
 }
 
 // writeRefusalBesidesRecovery is writePolicy without the needs_recovery

@@ -134,7 +134,9 @@ func clearBit(b []byte, i uint64)     { b[i/8] &^= 1 << (i % 8) }
 func testBit(b []byte, i uint64) bool { return b[i/8]&(1<<(i%8)) != 0 }
 
 // freeBlocksTotal is the number of blocks free for allocation now (blocks
-// released this session return only at commit).
+// released this session return only at commit). The superblock's count is
+// kept equal to the descriptors' sum: load sets it, allocation and commit
+// maintain it, rollback restores it.
 func (img *Image) freeBlocksTotal() uint64 { return img.sb.freeBlocksCount() }
 
 // allocBlocks allocates n blocks near goal, as few runs as the free space
@@ -144,8 +146,8 @@ func (img *Image) allocBlocks(goal uint64, n uint64) ([]blockRun, error) {
 	if n == 0 {
 		return nil, nil
 	}
-	if img.countFreeBlocks() < n {
-		return nil, fmt.Errorf("%w: %d blocks needed, %d free", ErrNoSpace, n, img.countFreeBlocks())
+	if img.freeBlocksTotal() < n {
+		return nil, fmt.Errorf("%w: %d blocks needed, %d free", ErrNoSpace, n, img.freeBlocksTotal())
 	}
 	if goal < uint64(img.firstDataBlock) || goal >= img.blocksCount {
 		goal = uint64(img.firstDataBlock)

@@ -153,7 +153,7 @@ func (img *Image) openForWrite(name string, perm fs.FileMode, dataBlocks uint64)
 
 // needBlocks fails with ErrNoSpace unless n blocks are free.
 func (img *Image) needBlocks(n uint64) error {
-	if free := img.countFreeBlocks(); free < n {
+	if free := img.freeBlocksTotal(); free < n {
 		return fmt.Errorf("%w: %d blocks needed, %d free", ErrNoSpace, n, free)
 	}
 	return nil

@@ -61,7 +61,7 @@ func (img *Image) writeSymlinkTarget(in *inode, target string) error {
 	}
 	goal := img.groupFirstBlock((in.ino - 1) / img.ipg)
 	need := 1 + img.mapOverhead([]fileExtent{{len: 1}}, img.newFileUsesExtents())
-	if img.countFreeBlocks() < need {
+	if img.freeBlocksTotal() < need {
 		return fmt.Errorf("%w: symlink needs %d blocks", ErrNoSpace, need)
 	}
 	runs, err := img.allocBlocks(goal, 1)

@@ -259,18 +259,64 @@ func (img *Image) Create(name string, perm fs.FileMode) (*File, error) {
 	return f, nil
 }
 
-// Write appends p to the file.
+// Write appends p to the file. Whole blocks go straight from p to newly
+// allocated blocks; only a partial tail is buffered.
 func (f *File) Write(p []byte) (int, error) {
 	if f.closed {
 		return 0, pathErr("write", f.name, fs.ErrClosed)
 	}
-	f.buf = append(f.buf, p...)
-	if len(f.buf) >= writeChunk {
-		if err := f.flush(false); err != nil {
-			return 0, err
+	bs := int(f.img.bs)
+	n := len(p)
+	for len(p) > 0 {
+		if len(f.buf) == 0 && len(p) >= bs {
+			k := min(len(p), writeChunk*8) / bs * bs
+			if err := f.writeBlocks(p[:k]); err != nil {
+				return n - len(p), err
+			}
+			p = p[k:]
+			continue
+		}
+		if f.buf == nil {
+			f.buf = make([]byte, 0, writeChunk)
+		}
+		take := min(cap(f.buf)-len(f.buf), len(p))
+		f.buf = append(f.buf, p[:take]...)
+		p = p[take:]
+		if len(f.buf) == cap(f.buf) {
+			if err := f.flush(false); err != nil {
+				return n - len(p), err
+			}
 		}
 	}
-	return len(p), nil
+	return n, nil
+}
+
+// ReadFrom copies r into the file through the write buffer, without an
+// intermediate copy (io.Copy uses it).
+func (f *File) ReadFrom(r io.Reader) (int64, error) {
+	if f.closed {
+		return 0, pathErr("write", f.name, fs.ErrClosed)
+	}
+	if f.buf == nil {
+		f.buf = make([]byte, 0, writeChunk)
+	}
+	var total int64
+	for {
+		n, err := r.Read(f.buf[len(f.buf):cap(f.buf)])
+		f.buf = f.buf[:len(f.buf)+n]
+		total += int64(n)
+		if len(f.buf) == cap(f.buf) {
+			if ferr := f.flush(false); ferr != nil {
+				return total, ferr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
 }
 
 // flush writes the whole blocks gathered so far (all of it when final).
@@ -283,8 +329,18 @@ func (f *File) flush(final bool) error {
 	if n == 0 {
 		return nil
 	}
-	data := f.buf[:n]
-	blocks := uint64((n + bs - 1) / bs)
+	if err := f.writeBlocks(f.buf[:n]); err != nil {
+		return err
+	}
+	f.buf = f.buf[:copy(f.buf, f.buf[n:])]
+	return nil
+}
+
+// writeBlocks allocates blocks for data (a partial last block only at the
+// end of the file) and writes it.
+func (f *File) writeBlocks(data []byte) error {
+	bs := int(f.img.bs)
+	blocks := uint64((len(data) + bs - 1) / bs)
 	err := f.img.mutate("write", f.name, func() error {
 		// Keep room for the extent tree Close will build.
 		exts := append(append([]fileExtent(nil), f.exts...), fileExtent{lblk: f.nextLblk(), len: blocks})
@@ -304,7 +360,7 @@ func (f *File) flush(final bool) error {
 		off := 0
 		for _, r := range runs {
 			end := min(off+int(r.len)*bs, len(data))
-			if err := f.img.writeData(r.start, padBlock(data[off:end], bs)); err != nil {
+			if err := f.img.writeData(r.start, data[off:end]); err != nil {
 				return err
 			}
 			if k := len(f.exts) - 1; k >= 0 && f.exts[k].pblk+f.exts[k].len == r.start && f.exts[k].lblk+f.exts[k].len == lblk {
@@ -320,8 +376,7 @@ func (f *File) flush(final bool) error {
 	if err != nil {
 		return err
 	}
-	f.size += uint64(n)
-	f.buf = append(f.buf[:0], f.buf[n:]...)
+	f.size += uint64(len(data))
 	return nil
 }
 

@@ -239,10 +239,21 @@ func (img *Image) load(limit int64) error {
 	img.csumSeed = sb.csumSeed()
 
 	img.gdt = make([]byte, uint64(img.gdtBlocks)*uint64(img.bs))
-	for i := uint32(0); i < img.gdtBlocks; i++ {
-		blk := img.descBlock(i)
-		if err := img.readBlock(blk, img.gdt[uint64(i)*uint64(img.bs):uint64(i+1)*uint64(img.bs)]); err != nil {
+	if !sb.hasIncompat(incompatMetaBG) && img.overlay == nil {
+		// The table is contiguous after the superblock: one read.
+		first := uint64(img.firstDataBlock) + 1
+		if first+uint64(img.gdtBlocks) > img.blocksCount {
+			return corruptf("descriptor table runs past the end")
+		}
+		if _, err := img.dev.ReadAt(img.gdt, img.off+int64(first)*int64(img.bs)); err != nil {
 			return err
+		}
+	} else {
+		for i := uint32(0); i < img.gdtBlocks; i++ {
+			blk := img.descBlock(i)
+			if err := img.readBlock(blk, img.gdt[uint64(i)*uint64(img.bs):uint64(i+1)*uint64(img.bs)]); err != nil {
+				return err
+			}
 		}
 	}
 	img.gdt = img.gdt[:uint64(img.groupCount)*uint64(img.descSize)]
@@ -394,7 +405,18 @@ func (img *Image) writeData(start uint64, p []byte) error {
 		}
 	}
 	img.dataWritten = true
-	_, err := img.dev.WriteAt(p, img.off+int64(start)*int64(img.bs))
+	whole := len(p) / int(img.bs) * int(img.bs)
+	if _, err := img.dev.WriteAt(p[:whole], img.off+int64(start)*int64(img.bs)); err != nil {
+		return err
+	}
+	if whole == len(p) {
+		return nil
+	}
+	// The last block is partial: pad it with zeros (copying one block,
+	// not the whole buffer).
+	last := make([]byte, img.bs)
+	copy(last, p[whole:])
+	_, err := img.dev.WriteAt(last, img.off+(int64(start)+int64(whole)/int64(img.bs))*int64(img.bs))
 	return err
 }
 
@@ -492,6 +514,22 @@ func (img *Image) Close() error {
 	return pathErr("close", img.path, err)
 }
 
+// Discard closes the image without committing: every change since the
+// last Sync is dropped and the filesystem stays as it was. (File data
+// already streamed went only into blocks that stay free.)
+func (img *Image) Discard() error {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if img.closed {
+		return ErrClosed
+	}
+	if img.locked {
+		_ = unlockFile(img.f)
+	}
+	img.closed = true
+	return pathErr("close", img.path, img.f.Close())
+}
+
 // commit writes the dirty set. With a journal the metadata goes through
 // one jbd2 transaction (journal.go). Without one the order makes a crash
 // leave at worst leaked blocks: bitmaps and descriptors first (space is
@@ -512,16 +550,16 @@ func (img *Image) commit() error {
 	}
 	img.finishGroups()
 	img.sb.updateChecksum()
-	if img.dataWritten {
-		// Ordered mode: file data is durable before metadata points at it.
-		if err := img.dev.Sync(); err != nil {
-			return err
-		}
-	}
 	var err error
 	if img.sb.hasCompat(compatHasJournal) {
-		err = img.commitJournaled()
+		err = img.commitJournaled() // its first barrier covers file data too
 	} else {
+		// Ordered mode: file data is durable before metadata points at it.
+		if img.dataWritten {
+			if err := img.dev.Sync(); err != nil {
+				return err
+			}
+		}
 		err = img.commitOrdered()
 	}
 	if err != nil {

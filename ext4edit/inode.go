@@ -374,13 +374,15 @@ func (img *Image) newInode(parent uint32, mode uint16) (*inode, error) {
 	in.setMtime(now)
 	in.setCrtime(now)
 	// A fresh generation keeps checksums of a reused inode number apart.
-	put32(in.b, iGeneration, img.nextGeneration())
+	put32(in.b, iGeneration, img.nextGeneration(ino))
 	return in, nil
 }
 
 // nextGeneration derives i_generation deterministically from the image
-// state, so a fixed clock gives reproducible images.
-func (img *Image) nextGeneration() uint32 {
+// (its checksum seed), the inode number and a per-session counter, so a
+// fixed clock gives reproducible images and a reused inode number gets a
+// new generation.
+func (img *Image) nextGeneration(ino uint32) uint32 {
 	img.genCounter++
-	return crc32cU32(img.csumSeed^uint32(img.sb.freeInodesCount()), img.genCounter)
+	return crc32cU32(crc32cU32(crc32cU32(img.csumSeed, ino), img.genCounter), img.sb.freeInodesCount())
 }

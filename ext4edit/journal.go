@@ -366,6 +366,8 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 			pos = j.next(pos)
 		}
 	}
+	// One barrier covers the file data (ordered mode) and the log: both
+	// must be durable before a commit block can make them count.
 	if err := img.dev.Sync(); err != nil {
 		return err
 	}
@@ -389,11 +391,10 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 	if err := img.writeRaw(p, cb); err != nil {
 		return err
 	}
-	if err := img.dev.Sync(); err != nil {
-		return err
-	}
 	// 3. Flag the filesystem and point the journal at the log, so the
-	// kernel and e2fsck replay it rather than wipe it after a crash.
+	// kernel and e2fsck replay it rather than wipe it after a crash. These
+	// three writes share one barrier with the commit block: whichever of
+	// them lands, the log is either absent, uncommitted, or complete.
 	if err := img.setRecoverFlag(true); err != nil {
 		return err
 	}
@@ -422,13 +423,13 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 	if err := img.dev.Sync(); err != nil {
 		return err
 	}
-	// 5. Empty the journal, then drop the flag.
+	// 5. Empty the journal and drop the flag, under one barrier: an
+	// empty journal with the flag still set replays nothing; a cleared
+	// flag over a stale log makes the kernel discard the log, whose blocks
+	// are home already.
 	be.PutUint32(j.sb[jsStart:], 0)
 	be.PutUint32(j.sb[jsSequence:], seq+1)
 	if err := j.writeSB(); err != nil {
-		return err
-	}
-	if err := img.dev.Sync(); err != nil {
 		return err
 	}
 	if err := img.setRecoverFlag(false); err != nil {

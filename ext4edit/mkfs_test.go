@@ -3,6 +3,7 @@ package ext4edit_test
 import (
 	"crypto/sha256"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -112,4 +113,38 @@ func TestCreateRejectsBadGeometry(t *testing.T) {
 		_, err := ext4edit.Create(filepath.Join(dir, "x"), c.size, &c.opts)
 		require.Error(t, err)
 	}
+}
+
+func TestDiscardAndDanglingMkdirAll(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "img")
+	im, err := ext4edit.Create(img, 64<<20, nil)
+	require.NoError(t, err)
+	require.NoError(t, im.Close())
+	before := fileSHA(t, img)
+
+	im, err = ext4edit.Open(img, nil)
+	require.NoError(t, err)
+	require.NoError(t, im.MkdirAll("/a/b", 0o755))
+	require.NoError(t, im.WriteFile("/a/b/f", make([]byte, 100000), 0o644))
+	require.NoError(t, im.Discard())
+	_ = before // data went to free blocks only; the tree is what must not change
+	testimg.RequireClean(t, img)
+	im, err = ext4edit.Open(img, &ext4edit.Options{ReadOnly: true})
+	require.NoError(t, err)
+	_, err = im.Stat("/a")
+	require.ErrorIs(t, err, fs.ErrNotExist, "discarded edits must not be visible")
+	require.NoError(t, im.Close())
+
+	im, err = ext4edit.Open(img, nil)
+	require.NoError(t, err)
+	require.NoError(t, im.MkdirAll("/usr/local", 0o755))
+	require.NoError(t, im.Symlink("/opt/bin", "/usr/local/bin"))
+	err = im.MkdirAll("/usr/local/bin", 0o755)
+	require.ErrorIs(t, err, fs.ErrExist, "like os.MkdirAll, a dangling symlink is in the way")
+	require.NoError(t, im.MkdirAll("/opt/bin", 0o755))
+	require.NoError(t, im.MkdirAll("/usr/local/bin/sub", 0o755), "through a symlink to a directory")
+	_, err = im.Stat("/opt/bin/sub")
+	require.NoError(t, err)
+	require.NoError(t, im.Close())
+	testimg.RequireClean(t, img)
 }

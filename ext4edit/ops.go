@@ -84,14 +84,19 @@ func (img *Image) MkdirAll(name string, perm fs.FileMode) error {
 		for _, c := range comps {
 			p += "/" + c
 			r, err := img.resolve(p, true)
-			if err != nil {
-				return err
-			}
-			if r.in != nil {
+			if err == nil && r.in != nil {
 				if !r.in.isDir() {
 					return ErrNotDir
 				}
 				continue
+			}
+			// Like os.MkdirAll: a dangling symlink in the way is an
+			// existing name, not a request to create its target.
+			if l, lerr := img.resolve(p, false); lerr == nil && l.in != nil {
+				return fs.ErrExist
+			}
+			if err != nil {
+				return err
 			}
 			if _, err := img.mkdirIn(r.parent, r.name, perm); err != nil {
 				return err
@@ -212,7 +217,7 @@ func (img *Image) WriteFile(name string, data []byte, perm fs.FileMode) error {
 		for _, r := range runs {
 			off := lblk * uint64(img.bs)
 			end := min(off+r.len*uint64(img.bs), uint64(len(data)))
-			if err := img.writeData(r.start, padBlock(data[off:end], int(img.bs))); err != nil {
+			if err := img.writeData(r.start, data[off:end]); err != nil {
 				return err
 			}
 			exts = append(exts, fileExtent{lblk: lblk, pblk: r.start, len: r.len})
@@ -224,16 +229,6 @@ func (img *Image) WriteFile(name string, data []byte, perm fs.FileMode) error {
 		in.setSize(uint64(len(data)))
 		return img.writeInode(in)
 	})
-}
-
-// padBlock extends p with zeros to a whole number of blocks.
-func padBlock(p []byte, bs int) []byte {
-	if r := len(p) % bs; r != 0 {
-		q := make([]byte, len(p)+bs-r)
-		copy(q, p)
-		return q
-	}
-	return p
 }
 
 // dataGoal is where a file's data should go: its inode's group.

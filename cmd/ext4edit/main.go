@@ -31,12 +31,21 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	writable := fl.Bool("w", false, "open the image read-write")
 	scriptPath := fl.String("f", "", "run the requests in `SCRIPT` (- for standard input)")
 	request := fl.String("R", "", "run the single `REQUEST`")
+	demo := fl.String("demo", "", "write the embedded demo rootfs and guest-agent assets to `DIR`, inject them, show the result")
 	fl.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ext4edit [-w] [-f SCRIPT|-] [-R REQUEST] IMAGE")
+		fmt.Fprintln(stderr, "       ext4edit -demo DIR")
 		fl.PrintDefaults()
 	}
 	if err := fl.Parse(args); err != nil {
 		return 2
+	}
+	if *demo != "" {
+		if fl.NArg() != 0 || *scriptPath != "" || *request != "" || *writable {
+			fl.Usage()
+			return 2
+		}
+		return runDemo(*demo, stdout, stderr)
 	}
 	if fl.NArg() != 1 || (*scriptPath != "" && *request != "") {
 		fl.Usage()

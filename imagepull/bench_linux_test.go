@@ -1,0 +1,282 @@
+//go:build linux
+
+package imagepull
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/banger/ext4kit/internal/testimg"
+)
+
+// The benchmark: a synthetic multi-layer image (benchSynth: thousands of
+// small files, large files, a deep chain, big directories) made into an
+// ext4 image of one size by
+//
+//	ours-tar    BuildExt4 streaming the plain layer tars (child process)
+//	ours-gzip   BuildExt4 streaming the gzip layers (child process)
+//	gunzip      decompression alone of the gzip layers (child process)
+//	tar+mkfs    `tar -x` of each layer, then `mkfs.ext4 -d`
+//	mkfs-d      `mkfs.ext4 -d` alone, from the extracted tree
+//	mkfs        `mkfs.ext4` alone, empty
+//
+// Each run is a separate process, so cpu-s (user+sys) and maxrss-MiB are
+// its own. Run: go test ./imagepull -run '^$' -bench BuildExt4 -benchtime 3x
+
+const benchHelperEnv = "IMAGEPULL_BENCH_HELPER"
+
+// TestBenchHelper is the child process of the benchmark; without the
+// environment variable it does nothing.
+func TestBenchHelper(t *testing.T) {
+	mode := os.Getenv(benchHelperEnv)
+	if mode == "" {
+		t.Skip("benchmark helper (runs only as BenchmarkBuildExt4's child)")
+	}
+	if mode == "run" {
+		// Run a tool from this small process: its peak RSS then is its own.
+		args := strings.Split(os.Getenv("IMAGEPULL_BENCH_ARGS"), "\x1f")
+		cmd := exec.Command(args[0], args[1:]...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+		fmt.Printf("RUSAGE_CHILD=%d %d\n", ru.Utime.Nano()+ru.Stime.Nano(), ru.Maxrss)
+		return
+	}
+	layers := strings.Split(os.Getenv("IMAGEPULL_BENCH_LAYERS"), ",")
+	var ls []LayerSource
+	for _, p := range layers {
+		p := p
+		ls = append(ls, LayerSource{Digest: p, Open: func() (io.ReadCloser, error) {
+			f, err := os.Open(p)
+			if err != nil {
+				return nil, err
+			}
+			return Decompress(f)
+		}})
+	}
+	switch mode {
+	case "build":
+		size, _ := strconv.ParseInt(os.Getenv("IMAGEPULL_BENCH_SIZE"), 10, 64)
+		ratio, _ := strconv.ParseUint(os.Getenv("IMAGEPULL_BENCH_RATIO"), 10, 64)
+		img, _, err := BuildExt4(context.Background(), os.Getenv("IMAGEPULL_BENCH_OUT"), ls, BuildOptions{Size: size, InodeRatio: ratio})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := img.Close(); err != nil {
+			t.Fatal(err)
+		}
+	case "rss":
+	case "gunzip":
+		for _, l := range ls {
+			rc, err := l.Open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.Copy(io.Discard, rc); err != nil {
+				t.Fatal(err)
+			}
+			rc.Close()
+		}
+	}
+	// The peak RSS of this process alone (the parent's, shared until
+	// exec, inflates the rusage figure).
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+				fmt.Printf("VMHWM_KIB=%s\n", strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			}
+		}
+	}
+}
+
+type benchFiles struct {
+	dir         string
+	plain, gz   []string
+	tarBytes    int64
+	size        int64
+	ratio       uint64
+	extracted   string
+	prepareOnce sync.Once
+	err         error
+}
+
+var benchSet benchFiles
+
+func (bf *benchFiles) prepare(b *testing.B) {
+	bf.prepareOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "imagepull-bench-")
+		if err != nil {
+			bf.err = err
+			return
+		}
+		bf.dir = dir
+		bf.plain, bf.gz = synthFiles(b, benchSynth, dir)
+		for _, p := range bf.plain {
+			fi, _ := os.Stat(p)
+			bf.tarBytes += fi.Size()
+		}
+		// One size for every contender: what the estimate gives.
+		var usage []LayerUsage
+		for _, p := range bf.plain {
+			f, _ := os.Open(p)
+			u, err := ScanLayer(context.Background(), f, 4096)
+			f.Close()
+			if err != nil {
+				bf.err = err
+				return
+			}
+			usage = append(usage, u)
+		}
+		bf.size, bf.ratio = EstimateSize(usage, 4096)
+		// The children share this process's memory until they exec: keep
+		// it small so their rusage peak is theirs.
+		debug.FreeOSMemory()
+		bf.extracted = filepath.Join(dir, "tree")
+		os.MkdirAll(bf.extracted, 0o755)
+		for _, p := range bf.plain {
+			if out, err := exec.Command("tar", "-xpf", p, "-C", bf.extracted, "--numeric-owner").CombinedOutput(); err != nil {
+				bf.err = fmt.Errorf("tar -x: %v\n%s", err, out)
+				return
+			}
+		}
+	})
+	if bf.err != nil {
+		b.Fatal(bf.err)
+	}
+}
+
+// runChild runs cmd and reports its wall time, user+sys CPU and peak RSS.
+func runChild(b *testing.B, cmd *exec.Cmd) (wall, cpu time.Duration, rssKiB int64) {
+	b.Helper()
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	wall = time.Since(start)
+	if err != nil {
+		b.Fatalf("%v: %v\n%s", cmd.Args, err, out)
+	}
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	rssKiB = ru.Maxrss
+	if i := strings.Index(string(out), "RUSAGE_CHILD="); i >= 0 {
+		var ns int64
+		fmt.Sscanf(string(out[i+len("RUSAGE_CHILD="):]), "%d %d", &ns, &rssKiB)
+		cpu = time.Duration(ns)
+	}
+	if i := strings.Index(string(out), "VMHWM_KIB="); i >= 0 {
+		fmt.Sscanf(string(out[i+len("VMHWM_KIB="):]), "%d", &rssKiB)
+	}
+	return wall, cpu, rssKiB
+}
+
+func helperCmd(b *testing.B, mode string, layers []string, out string) *exec.Cmd {
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run", "^TestBenchHelper$", "-test.count", "1")
+	cmd.Env = append(os.Environ(), benchHelperEnv+"="+mode,
+		"IMAGEPULL_BENCH_LAYERS="+strings.Join(layers, ","),
+		"IMAGEPULL_BENCH_OUT="+out,
+		"IMAGEPULL_BENCH_SIZE="+strconv.FormatInt(benchSet.size, 10),
+		"IMAGEPULL_BENCH_RATIO="+strconv.FormatUint(benchSet.ratio, 10),
+	)
+	return cmd
+}
+
+// toolCmd runs a tool through the helper (see TestBenchHelper "run").
+func toolCmd(b *testing.B, args ...string) *exec.Cmd {
+	cmd := helperCmd(b, "run", nil, "")
+	cmd.Env = append(cmd.Env, "IMAGEPULL_BENCH_ARGS="+strings.Join(args, "\x1f"))
+	return cmd
+}
+
+func mkfsArgs(img string, extra ...string) []string {
+	args := []string{"-q", "-F", "-t", "ext4", "-b", "4096", "-i", strconv.FormatUint(benchSet.ratio, 10)}
+	args = append(args, extra...)
+	return append(args, img, strconv.FormatInt(benchSet.size/1024, 10)+"k")
+}
+
+func BenchmarkBuildExt4(b *testing.B) {
+	testimg.Require(b, "mkfs.ext4", "tar")
+	benchSet.prepare(b)
+	bf := &benchSet
+	b.Cleanup(func() { os.RemoveAll(bf.dir) })
+	img := filepath.Join(bf.dir, "bench.ext4")
+	report := func(b *testing.B, cpu time.Duration, rss int64) {
+		b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
+		b.ReportMetric(float64(rss)/1024, "maxrss-MiB")
+		b.SetBytes(bf.tarBytes)
+	}
+	child := func(mode string, layers []string) func(b *testing.B) {
+		return func(b *testing.B) {
+			var cpu time.Duration
+			var rss int64
+			for i := 0; i < b.N; i++ {
+				os.Remove(img)
+				_, c, r := runChild(b, helperCmd(b, mode, layers, img))
+				cpu += c
+				rss = max(rss, r)
+			}
+			report(b, cpu, rss)
+		}
+	}
+	b.Run("ours-tar", child("build", bf.plain))
+	b.Run("ours-gzip", child("build", bf.gz))
+	b.Run("gunzip", child("gunzip", bf.gz))
+	b.Run("tar+mkfs", func(b *testing.B) {
+		var cpu time.Duration
+		var rss int64
+		for i := 0; i < b.N; i++ {
+			tree := filepath.Join(bf.dir, "tree-b")
+			os.RemoveAll(tree)
+			os.Remove(img)
+			os.MkdirAll(tree, 0o755)
+			for _, p := range bf.plain {
+				_, c, r := runChild(b, toolCmd(b, "tar", "-xpf", p, "-C", tree, "--numeric-owner"))
+				cpu += c
+				rss = max(rss, r)
+			}
+			_, c, r := runChild(b, toolCmd(b, append([]string{"mkfs.ext4"}, mkfsArgs(img, "-d", tree)...)...))
+			cpu += c
+			rss = max(rss, r)
+			b.StopTimer()
+			os.RemoveAll(tree)
+			b.StartTimer()
+		}
+		report(b, cpu, rss)
+	})
+	b.Run("mkfs-d", func(b *testing.B) {
+		var cpu time.Duration
+		var rss int64
+		for i := 0; i < b.N; i++ {
+			os.Remove(img)
+			_, c, r := runChild(b, toolCmd(b, append([]string{"mkfs.ext4"}, mkfsArgs(img, "-d", bf.extracted)...)...))
+			cpu += c
+			rss = max(rss, r)
+		}
+		report(b, cpu, rss)
+	})
+	b.Run("mkfs", func(b *testing.B) {
+		var cpu time.Duration
+		var rss int64
+		for i := 0; i < b.N; i++ {
+			os.Remove(img)
+			_, c, r := runChild(b, toolCmd(b, append([]string{"mkfs.ext4"}, mkfsArgs(img)...)...))
+			cpu += c
+			rss = max(rss, r)
+		}
+		report(b, cpu, rss)
+	})
+}

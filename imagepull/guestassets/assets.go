@@ -1,0 +1,119 @@
+// Package guestassets is the one source of truth for what banger installs
+// into a guest image so that systemd starts its agents at first boot. The
+// file contents are embedded from the files/ directory of this package;
+// the injector (imagepull.InjectGuestAgents), the tests and the
+// documentation all read them from here.
+//
+// What lands in the image, every entry owned by root:root:
+//
+//	/usr/local/bin/banger-vsock-agent                  0755  the agent binary (built from cmd/banger-vsock-agent, supplied at injection)
+//	/usr/local/libexec/banger-network-bootstrap        0755  files/banger-network-bootstrap
+//	/etc/systemd/system/banger-network.service         0644  files/banger-network.service
+//	/etc/systemd/system/banger-vsock-agent.service     0644  files/banger-vsock-agent.service
+//	/etc/modules-load.d/banger-vsock.conf              0644  files/banger-vsock.conf
+//	/etc/systemd/system/multi-user.target.wants/<unit> -> /etc/systemd/system/<unit> (what systemctl enable makes)
+//
+// The network bootstrap reads NetworkConfigPath; see the comment at the top
+// of files/banger-network-bootstrap for its keys and kernel parameters.
+package guestassets
+
+import (
+	"embed"
+	"io/fs"
+	"path"
+)
+
+//go:embed files
+var files embed.FS
+
+// Paths of the assets inside the guest image.
+const (
+	// AgentName is the agent binary's file name, in the image and next to
+	// the host executable that injects it.
+	AgentName = "banger-vsock-agent"
+	// AgentPath is where the agent binary is installed (the ExecStart of
+	// banger-vsock-agent.service).
+	AgentPath = "/usr/local/bin/" + AgentName
+	// NetworkBootstrapPath is the network script (the ExecStart of
+	// banger-network.service).
+	NetworkBootstrapPath = "/usr/local/libexec/banger-network-bootstrap"
+	// NetworkConfigPath is the KEY=VALUE file the network script reads.
+	NetworkConfigPath = "/etc/banger/network.env"
+	// UnitDir is where the units are installed.
+	UnitDir = "/etc/systemd/system"
+	// NetworkUnit and AgentUnit are the unit names.
+	NetworkUnit = "banger-network.service"
+	AgentUnit   = "banger-vsock-agent.service"
+	// NetworkUnitPath and AgentUnitPath are the unit files.
+	NetworkUnitPath = UnitDir + "/" + NetworkUnit
+	AgentUnitPath   = UnitDir + "/" + AgentUnit
+	// WantedBy is the target both units are enabled for, and WantsDir the
+	// directory holding the enable symlinks.
+	WantedBy = "multi-user.target"
+	WantsDir = UnitDir + "/" + WantedBy + ".wants"
+	// ModulesLoadPath lists the kernel modules systemd-modules-load loads.
+	ModulesLoadPath = "/etc/modules-load.d/banger-vsock.conf"
+)
+
+// File is one regular file of the assets.
+type File struct {
+	Path string      // absolute path in the image
+	Mode fs.FileMode // permission bits
+	// Data is the content; nil for the agent binary, which the injector
+	// supplies (Companion is then true).
+	Data      []byte
+	Companion bool
+}
+
+// Symlink is one enable symlink.
+type Symlink struct {
+	Path   string // absolute path of the link in the image
+	Target string // absolute target, as systemctl enable writes it
+}
+
+// embedded returns the content of files/NAME.
+func embedded(name string) []byte {
+	b, err := files.ReadFile("files/" + name)
+	if err != nil {
+		panic("guestassets: missing embedded file " + name) // a build defect
+	}
+	return b
+}
+
+// Files returns every regular file in the order the injector writes them:
+// the agent binary first (the largest, so a full image fails early), then
+// the script, the units and the modules list. Each call returns fresh
+// slices; callers may not rely on sharing.
+func Files() []File {
+	return []File{
+		{Path: AgentPath, Mode: 0o755, Companion: true},
+		{Path: NetworkBootstrapPath, Mode: 0o755, Data: NetworkBootstrap()},
+		{Path: NetworkUnitPath, Mode: 0o644, Data: NetworkService()},
+		{Path: AgentUnitPath, Mode: 0o644, Data: AgentService()},
+		{Path: ModulesLoadPath, Mode: 0o644, Data: ModulesLoad()},
+	}
+}
+
+// Symlinks returns the enable symlinks, one per unit.
+func Symlinks() []Symlink {
+	var out []Symlink
+	for _, u := range []string{NetworkUnitPath, AgentUnitPath} {
+		out = append(out, Symlink{Path: path.Join(WantsDir, path.Base(u)), Target: u})
+	}
+	return out
+}
+
+// NetworkBootstrap is the network bootstrap script (POSIX sh).
+func NetworkBootstrap() []byte { return embedded("banger-network-bootstrap") }
+
+// NetworkService is banger-network.service.
+func NetworkService() []byte { return embedded(NetworkUnit) }
+
+// AgentService is banger-vsock-agent.service.
+func AgentService() []byte { return embedded(AgentUnit) }
+
+// ModulesLoad is the modules-load.d file.
+func ModulesLoad() []byte { return embedded("banger-vsock.conf") }
+
+// FS exposes the embedded files (under "files/") for tests and tools.
+func FS() fs.FS { return files }

@@ -1,0 +1,717 @@
+package imagepull
+
+import (
+	"archive/tar"
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/url"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/banger/ext4kit/ext4edit"
+)
+
+// This file turns tar entries of OCI image layers into editor operations.
+// A layer is applied as the container runtimes apply it to a directory
+// (containerd's apply, overlayfs semantics), but into the image, never
+// onto the host:
+//
+//   - every name is cleaned to an absolute path inside the image root
+//     ("../../etc/x" and "/etc/x" both become /etc/x); intermediate
+//     symlinks are followed by the editor inside the image;
+//   - DIR/.wh.NAME removes NAME (and everything under it) that lower
+//     layers put there; DIR/.wh..wh..opq removes everything lower layers
+//     put under DIR, keeping DIR and what this layer adds;
+//   - an entry replaces whatever the path held unless both are
+//     directories (then only the attributes change). Replacing always
+//     unlinks first and creates a new inode, so another hard link to the
+//     old inode keeps the old content;
+//   - owners, modes (setuid, setgid, sticky), atime and mtime come from the
+//     header; directory times are set after the last layer (adding
+//     entries would change them); xattrs come from PAX records.
+
+// Whiteout markers of the OCI image layer format.
+const (
+	layerWhiteoutPrefix = ".wh."
+	layerWhiteoutOpaque = ".wh..wh..opq"
+	// layerWhiteoutMeta starts aufs metadata names (.wh..wh.plnk,
+	// .wh..wh.aufs) that are never materialised.
+	layerWhiteoutMeta = ".wh..wh."
+)
+
+// Raw i_mode type bits, for ext4edit.Attr.Mode.
+const (
+	modeTypeReg  = 0x8000
+	modeTypeDir  = 0x4000
+	modeTypeLnk  = 0xA000
+	modeTypeChr  = 0x2000
+	modeTypeBlk  = 0x6000
+	modeTypeFifo = 0x1000
+)
+
+// dirTimes are a directory's times, applied after the last layer.
+type dirTimes struct {
+	atime, mtime time.Time
+}
+
+// applier applies layers, in order, to one open image.
+type applier struct {
+	img   *ext4edit.Image
+	warnf func(format string, args ...any)
+	// layer is the 1-based number of the layer being applied and digest
+	// its name, for messages.
+	layer  int
+	digest string
+	// layerPaths holds every path the current layer created or declared,
+	// with its ancestors: an opaque whiteout keeps these.
+	layerPaths map[string]struct{}
+	// dirs remembers directory times until every layer is in.
+	dirs map[string]dirTimes
+	// fresh is true while the image holds nothing but what Create made
+	// and the current layer added (the first layer).
+	fresh bool
+	// symlinks holds the symlinks the current layer made (their tar
+	// paths): a name below one may alias an earlier entry.
+	symlinks  map[string]struct{}
+	buf       []byte
+	sinceSync int
+	stats     BuildStats
+	// clock is what the image's Options.Now returns: the entry's mtime
+	// while an entry is created (so a new inode is stamped with it and
+	// most entries need no Lsetattr), base otherwise.
+	clock *time.Time
+	base  time.Time
+}
+
+// newApplier applies layers to img, whose Options.Now returns *clock.
+func newApplier(img *ext4edit.Image, warnf func(string, ...any), clock *time.Time, base time.Time) *applier {
+	if warnf == nil {
+		warnf = func(string, ...any) {}
+	}
+	*clock = base
+	return &applier{
+		img:   img,
+		warnf: warnf,
+		dirs:  map[string]dirTimes{},
+		fresh: true,
+		buf:   make([]byte, 256<<10),
+		clock: clock,
+		base:  base,
+	}
+}
+
+// tarPerm is the permission part of a tar mode as an fs.FileMode,
+// setuid, setgid and sticky included.
+func tarPerm(mode int64) fs.FileMode {
+	m := fs.FileMode(mode) & fs.ModePerm
+	if mode&0o4000 != 0 {
+		m |= fs.ModeSetuid
+	}
+	if mode&0o2000 != 0 {
+		m |= fs.ModeSetgid
+	}
+	if mode&0o1000 != 0 {
+		m |= fs.ModeSticky
+	}
+	return m
+}
+
+// LayerError says which layer and which entry a build failed on.
+type LayerError struct {
+	Layer  int    // 1-based, lowest first
+	Digest string // the layer's digest when known
+	Entry  string // the tar entry name, "" when the stream itself failed
+	Err    error
+}
+
+func (e *LayerError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "layer %d", e.Layer)
+	if e.Digest != "" {
+		fmt.Fprintf(&b, " (%s)", e.Digest)
+	}
+	if e.Entry != "" {
+		fmt.Fprintf(&b, ", entry %q", e.Entry)
+	}
+	fmt.Fprintf(&b, ": %v", e.Err)
+	return b.String()
+}
+
+func (e *LayerError) Unwrap() error { return e.Err }
+
+// applyLayer applies one uncompressed layer tar stream. The stream is read
+// to its end (a verifying reader checks its digest there).
+func (a *applier) applyLayer(ctx context.Context, n int, digest string, r io.Reader) error {
+	a.layer, a.digest = n, digest
+	a.layerPaths = map[string]struct{}{"/": {}}
+	a.symlinks = map[string]struct{}{}
+	tr := tar.NewReader(r)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			// A corrupted blob shows as a bad tar first; its digest, checked
+			// at the end of the stream, names the real cause.
+			if _, derr := io.CopyBuffer(io.Discard, r, a.buf); errors.Is(derr, ErrDigestMismatch) {
+				err = fmt.Errorf("%w (reading tar: %v)", derr, err)
+			} else {
+				err = fmt.Errorf("reading tar: %w", err)
+			}
+			return &LayerError{Layer: n, Digest: digest, Err: err}
+		}
+		if err := a.entry(hdr, tr); err != nil {
+			return &LayerError{Layer: n, Digest: digest, Entry: hdr.Name, Err: err}
+		}
+		if a.sinceSync++; a.sinceSync >= syncEvery {
+			// Commit now and then so the dirty set stays small.
+			if err := a.img.Sync(); err != nil {
+				return err
+			}
+			a.sinceSync = 0
+		}
+	}
+	// Past the end-of-archive marker: padding. Reading it to EOF lets a
+	// verifying reader see the whole stream.
+	if _, err := io.CopyBuffer(io.Discard, r, a.buf); err != nil {
+		return &LayerError{Layer: n, Digest: digest, Err: err}
+	}
+	a.fresh = false
+	a.stats.Layers++
+	return nil
+}
+
+func orZero(t, def time.Time) time.Time {
+	if t.IsZero() {
+		return def
+	}
+	return t
+}
+
+// cleanPath maps a tar name to an absolute path inside the image.
+func cleanPath(name string) string {
+	return path.Clean("/" + name)
+}
+
+// mark records p and its ancestors as belonging to the current layer.
+func (a *applier) mark(p string) {
+	for {
+		if _, ok := a.layerPaths[p]; ok {
+			return
+		}
+		a.layerPaths[p] = struct{}{}
+		p = path.Dir(p)
+	}
+}
+
+func (a *applier) entry(hdr *tar.Header, tr *tar.Reader) error {
+	*a.clock = a.base
+	p := cleanPath(hdr.Name)
+	dir, base := path.Split(p)
+	dir = path.Clean(dir)
+	switch hdr.Typeflag {
+	case tar.TypeXGlobalHeader, tar.TypeXHeader, tar.TypeGNULongName, tar.TypeGNULongLink:
+		return nil // archive/tar folds these into the next header
+	}
+	if strings.HasPrefix(base, layerWhiteoutPrefix) {
+		switch {
+		case base == layerWhiteoutOpaque:
+			a.stats.Whiteouts++
+			return a.opaque(dir)
+		case strings.HasPrefix(base, layerWhiteoutMeta):
+			return nil
+		}
+		a.stats.Whiteouts++
+		return a.whiteout(path.Join(dir, base[len(layerWhiteoutPrefix):]))
+	}
+	if p == "/" {
+		if hdr.Typeflag != tar.TypeDir {
+			a.warnf("layer %d: entry %q (type %q) names the image root; skipped", a.layer, hdr.Name, hdr.Typeflag)
+			return nil
+		}
+		return a.dir(p, hdr, true)
+	}
+	_, again := a.layerPaths[p]
+	a.mark(p)
+	*a.clock = hdr.ModTime
+	switch hdr.Typeflag {
+	case tar.TypeReg, tar.TypeRegA, tar.TypeCont, tar.TypeGNUSparse:
+		return a.file(p, hdr, tr, again)
+	case tar.TypeDir:
+		return a.dir(p, hdr, false)
+	case tar.TypeSymlink:
+		a.symlinks[p] = struct{}{}
+		return a.create(p, hdr, func() error { return a.img.Symlink(hdr.Linkname, p) })
+	case tar.TypeLink:
+		return a.link(p, hdr)
+	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		var mode fs.FileMode
+		switch hdr.Typeflag {
+		case tar.TypeChar:
+			mode = fs.ModeDevice | fs.ModeCharDevice
+		case tar.TypeBlock:
+			mode = fs.ModeDevice
+		default:
+			mode = fs.ModeNamedPipe
+		}
+		if hdr.Devmajor < 0 || hdr.Devminor < 0 || hdr.Devmajor > 1<<32-1 || hdr.Devminor > 1<<32-1 {
+			return fmt.Errorf("device number %d:%d out of range", hdr.Devmajor, hdr.Devminor)
+		}
+		return a.create(p, hdr, func() error {
+			return a.img.Mknod(p, mode|tarPerm(hdr.Mode), uint32(hdr.Devmajor), uint32(hdr.Devminor))
+		})
+	}
+	a.warnf("layer %d: entry %q has unsupported tar type %q; skipped", a.layer, hdr.Name, hdr.Typeflag)
+	a.stats.Skipped++
+	return nil
+}
+
+// lostFound is the directory mkfs makes for e2fsck; layers did not put it
+// there, so whiteouts leave it alone.
+const lostFound = "/lost+found"
+
+// whiteout removes p as lower layers left it.
+func (a *applier) whiteout(p string) error {
+	if p == "/" || p == lostFound {
+		return nil
+	}
+	if _, ok := a.layerPaths[p]; ok {
+		// A whiteout hides lower layers only; this layer's own entry stays.
+		return nil
+	}
+	if err := a.img.RemoveAll(p); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, ext4edit.ErrNotDir) {
+		return err
+	}
+	return nil
+}
+
+// opaque removes what lower layers put under dir, keeping this layer's.
+func (a *applier) opaque(dir string) error {
+	a.mark(dir)
+	fi, err := a.img.Lstat(dir)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, ext4edit.ErrNotDir) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return nil
+	}
+	return a.prune(dir, 0)
+}
+
+func (a *applier) prune(dir string, depth int) error {
+	if depth > 4096 {
+		return fmt.Errorf("opaque directory %s: tree deeper than 4096 levels", dir)
+	}
+	ents, err := a.img.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		p := path.Join(dir, e.Name())
+		if p == lostFound {
+			continue
+		}
+		if _, ok := a.layerPaths[p]; !ok {
+			if err := a.img.RemoveAll(p); err != nil {
+				return err
+			}
+			continue
+		}
+		if e.Type().IsDir() {
+			if err := a.prune(p, depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// clear makes room for a new entry at p: whatever is there goes (a whole
+// tree for a directory).
+func (a *applier) clear(p string) error {
+	err := a.img.RemoveAll(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// parents creates the missing parents of p (a layer need not list them).
+func (a *applier) parents(p string) error {
+	d := path.Dir(p)
+	t := *a.clock
+	*a.clock = a.base
+	err := a.img.MkdirAll(d, 0o755)
+	*a.clock = t
+	if err != nil {
+		return err
+	}
+	a.stats.ImplicitDirs++
+	return nil
+}
+
+// create runs mk, which makes a new inode at p and fails with fs.ErrExist
+// when p is taken. A taken p is cleared and mk retried; missing parents are
+// made. Then the header's attributes are set.
+func (a *applier) create(p string, hdr *tar.Header, mk func() error) error {
+	err := mk()
+	if errors.Is(err, fs.ErrExist) {
+		if err = a.clear(p); err == nil {
+			err = mk()
+		}
+	} else if errors.Is(err, fs.ErrNotExist) {
+		if err = a.parents(p); err == nil {
+			err = mk()
+		}
+	}
+	if err != nil {
+		return err
+	}
+	a.count(hdr.Typeflag)
+	return a.attrs(p, hdr, typeBits(hdr.Typeflag), true)
+}
+
+func (a *applier) count(t byte) {
+	a.stats.Entries++
+	switch t {
+	case tar.TypeDir:
+		a.stats.Dirs++
+	case tar.TypeSymlink:
+		a.stats.Symlinks++
+	case tar.TypeLink:
+		a.stats.Hardlinks++
+	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		a.stats.Nodes++
+	default:
+		a.stats.Files++
+	}
+}
+
+func typeBits(t byte) uint16 {
+	switch t {
+	case tar.TypeDir:
+		return modeTypeDir
+	case tar.TypeSymlink:
+		return modeTypeLnk
+	case tar.TypeChar:
+		return modeTypeChr
+	case tar.TypeBlock:
+		return modeTypeBlk
+	case tar.TypeFifo:
+		return modeTypeFifo
+	}
+	return modeTypeReg
+}
+
+// attrs sets owner, mode, times and xattrs from hdr on p (not following a
+// final symlink). Directory times wait for finish. An inode this entry
+// created already has the mode and, through the clock, the mtime; root's
+// and with atime equal to mtime it needs nothing more.
+func (a *applier) attrs(p string, hdr *tar.Header, typ uint16, created bool) error {
+	if hdr.Uid < 0 || hdr.Gid < 0 || hdr.Uid > 1<<32-1 || hdr.Gid > 1<<32-1 {
+		return fmt.Errorf("owner %d:%d out of range", hdr.Uid, hdr.Gid)
+	}
+	if typ == modeTypeDir {
+		a.dirs[p] = dirTimes{atime: orZero(hdr.AccessTime, hdr.ModTime), mtime: hdr.ModTime}
+	}
+	if created && hdr.Uid == 0 && hdr.Gid == 0 && (hdr.AccessTime.IsZero() || hdr.AccessTime.Equal(hdr.ModTime)) {
+		a.stats.AttrsFromCreate++
+		return a.xattrs(p, hdr)
+	}
+	mode := typ | uint16(hdr.Mode&0o7777)
+	if typ == modeTypeLnk {
+		mode = typ | 0o777
+	}
+	uid, gid := uint32(hdr.Uid), uint32(hdr.Gid)
+	attr := ext4edit.Attr{Mode: &mode, UID: &uid, GID: &gid}
+	mtime := hdr.ModTime
+	atime := hdr.AccessTime
+	if atime.IsZero() {
+		atime = mtime
+	}
+	if typ != modeTypeDir {
+		attr.Atime, attr.Mtime = &atime, &mtime
+	}
+	if err := a.img.Lsetattr(p, attr); err != nil {
+		return err
+	}
+	return a.xattrs(p, hdr)
+}
+
+// xattrs sets the extended attributes recorded in hdr's PAX records.
+func (a *applier) xattrs(p string, hdr *tar.Header) error {
+	if len(hdr.PAXRecords) == 0 {
+		return nil
+	}
+	var names []string
+	vals := map[string][]byte{}
+	for k, v := range hdr.PAXRecords {
+		switch {
+		case strings.HasPrefix(k, "SCHILY.xattr."):
+			n := strings.TrimPrefix(k, "SCHILY.xattr.")
+			names = append(names, n)
+			vals[n] = []byte(v)
+		case strings.HasPrefix(k, "LIBARCHIVE.xattr."):
+			// bsdtar: URL-encoded name, base64 value.
+			n, err := url.QueryUnescape(strings.TrimPrefix(k, "LIBARCHIVE.xattr."))
+			if err != nil {
+				a.warnf("layer %d: %s: bad LIBARCHIVE.xattr name %q; skipped", a.layer, p, k)
+				continue
+			}
+			val, err := base64.StdEncoding.DecodeString(v)
+			if err != nil {
+				if val, err = base64.RawStdEncoding.DecodeString(v); err != nil {
+					a.warnf("layer %d: %s: bad LIBARCHIVE.xattr value for %q; skipped", a.layer, p, n)
+					continue
+				}
+			}
+			if _, dup := vals[n]; !dup {
+				names = append(names, n)
+			}
+			vals[n] = val
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		v, ok, why := mapXattr(n, vals[n])
+		if !ok {
+			a.warnf("layer %d: %s: xattr %q %s; skipped", a.layer, p, n, why)
+			a.stats.XattrsSkipped++
+			continue
+		}
+		if err := a.img.SetXattr(p, n, v); err != nil {
+			return fmt.Errorf("xattr %s: %w", n, err)
+		}
+		a.stats.Xattrs++
+	}
+	return nil
+}
+
+// mapXattr decides how a tar xattr is stored: security.*, user.* and
+// trusted.* as they are; POSIX ACLs converted from the kernel's xattr
+// format to ext4's on-disk format; anything else is skipped (with the
+// reason returned).
+func mapXattr(name string, v []byte) ([]byte, bool, string) {
+	switch {
+	case strings.HasPrefix(name, "security."), strings.HasPrefix(name, "user."), strings.HasPrefix(name, "trusted."):
+		if len(name) > 255+len("security.") || len(strings.SplitN(name, ".", 2)[1]) == 0 || len(strings.SplitN(name, ".", 2)[1]) > 255 {
+			return nil, false, "has a bad name length"
+		}
+		return v, true, ""
+	case name == "system.posix_acl_access", name == "system.posix_acl_default":
+		acl, err := aclToDisk(v)
+		if err != nil {
+			return nil, false, err.Error()
+		}
+		return acl, true, ""
+	}
+	return nil, false, "is in a namespace ext4 images do not take from layers (only security., user., trusted. and POSIX ACLs)"
+}
+
+// POSIX ACL tags (linux/posix_acl.h).
+const (
+	aclUserObj  = 0x01
+	aclUser     = 0x02
+	aclGroupObj = 0x04
+	aclGroup    = 0x08
+	aclMask     = 0x10
+	aclOther    = 0x20
+)
+
+// aclToDisk converts a POSIX ACL from the xattr format user space and tar
+// see (version 2, 8-byte entries) to ext4's on-disk format (version 1,
+// 4-byte entries for the *_OBJ, MASK and OTHER tags).
+func aclToDisk(v []byte) ([]byte, error) {
+	if len(v) < 4 || (len(v)-4)%8 != 0 || binary.LittleEndian.Uint32(v) != 2 {
+		return nil, errors.New("is not a version 2 POSIX ACL")
+	}
+	out := binary.LittleEndian.AppendUint32(nil, 1)
+	for off := 4; off < len(v); off += 8 {
+		tag := binary.LittleEndian.Uint16(v[off:])
+		perm := binary.LittleEndian.Uint16(v[off+2:])
+		id := binary.LittleEndian.Uint32(v[off+4:])
+		out = binary.LittleEndian.AppendUint16(out, tag)
+		out = binary.LittleEndian.AppendUint16(out, perm)
+		switch tag {
+		case aclUserObj, aclGroupObj, aclMask, aclOther:
+		case aclUser, aclGroup:
+			out = binary.LittleEndian.AppendUint32(out, id)
+		default:
+			return nil, fmt.Errorf("has unknown ACL tag 0x%x", tag)
+		}
+	}
+	return out, nil
+}
+
+// dir applies a directory entry: an existing directory keeps its contents
+// and gets the header's attributes; anything else at p is replaced.
+func (a *applier) dir(p string, hdr *tar.Header, root bool) error {
+	created := false
+	if !root {
+		var err error
+		if created, err = a.mkdir(p, tarPerm(hdr.Mode)); err != nil {
+			return err
+		}
+	}
+	a.count(tar.TypeDir)
+	return a.attrs(p, hdr, modeTypeDir, created)
+}
+
+// mkdir makes sure p is a directory, reporting whether it made one: an
+// existing one stays (with its contents), anything else is replaced.
+// Later layers mostly re-list directories that exist, so there p is
+// looked up first.
+func (a *applier) mkdir(p string, perm fs.FileMode) (bool, error) {
+	if !a.fresh {
+		fi, err := a.img.Lstat(p)
+		if err == nil && fi.IsDir() {
+			return false, nil
+		}
+		if err == nil {
+			if err := a.clear(p); err != nil {
+				return false, err
+			}
+		}
+	}
+	err := a.img.Mkdir(p, perm)
+	switch {
+	case errors.Is(err, fs.ErrExist):
+		fi, lerr := a.img.Lstat(p)
+		if lerr != nil {
+			return false, lerr
+		}
+		if fi.IsDir() {
+			return false, nil
+		}
+		if err := a.clear(p); err != nil {
+			return false, err
+		}
+		err = a.img.Mkdir(p, perm)
+	case errors.Is(err, fs.ErrNotExist):
+		if err := a.parents(p); err != nil {
+			return false, err
+		}
+		err = a.img.Mkdir(p, perm)
+	}
+	return err == nil, err
+}
+
+// file writes a regular file from the tar stream into a new inode.
+func (a *applier) file(p string, hdr *tar.Header, tr *tar.Reader, again bool) error {
+	// An existing name is unlinked first: Create would truncate the old
+	// inode in place (changing every hard link to it) or write through a
+	// final symlink. In the first layer only a repeated name can exist,
+	// or one reached through a symlink the layer made.
+	if !a.fresh || again || p == lostFound || a.belowSymlink(p) {
+		if _, err := a.img.Lstat(p); err == nil {
+			if err := a.clear(p); err != nil {
+				return err
+			}
+		} else if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, ext4edit.ErrNotDir) {
+			return err
+		}
+	}
+	perm := tarPerm(hdr.Mode)
+	f, err := a.img.Create(p, perm)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = a.parents(p); err == nil {
+			f, err = a.img.Create(p, perm)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	n, err := io.CopyBuffer(f, tr, a.buf)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	a.stats.FileBytes += n
+	a.count(tar.TypeReg)
+	return a.attrs(p, hdr, modeTypeReg, true)
+}
+
+// belowSymlink reports whether an ancestor of p is a symlink the current
+// layer made.
+func (a *applier) belowSymlink(p string) bool {
+	if len(a.symlinks) == 0 {
+		return false
+	}
+	for d := path.Dir(p); d != "/"; d = path.Dir(d) {
+		if _, ok := a.symlinks[d]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// link makes p a hard link to the inode hdr.Linkname names in the image.
+func (a *applier) link(p string, hdr *tar.Header) error {
+	target := cleanPath(hdr.Linkname)
+	if target == p {
+		return nil
+	}
+	fi, err := a.img.Lstat(target)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("hard link to %s: target not in the image", target)
+		}
+		return fmt.Errorf("hard link to %s: %w", target, err)
+	}
+	if fi.IsDir() {
+		return fmt.Errorf("hard link to %s: target is a directory", target)
+	}
+	err = a.img.Link(target, p)
+	if errors.Is(err, fs.ErrExist) {
+		if err = a.clear(p); err == nil {
+			err = a.img.Link(target, p)
+		}
+	} else if errors.Is(err, fs.ErrNotExist) {
+		if err = a.parents(p); err == nil {
+			err = a.img.Link(target, p)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	a.count(tar.TypeLink)
+	return nil
+}
+
+// finish sets the directory times recorded by the layers (entries added
+// later changed them).
+func (a *applier) finish() error {
+	*a.clock = a.base
+	paths := make([]string, 0, len(a.dirs))
+	for p := range a.dirs {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		t := a.dirs[p]
+		fi, err := a.img.Lstat(p)
+		if err != nil || !fi.IsDir() {
+			continue // removed or replaced by a later layer
+		}
+		if err := a.img.Lsetattr(p, ext4edit.Attr{Atime: &t.atime, Mtime: &t.mtime}); err != nil {
+			return fmt.Errorf("directory times of %s: %w", p, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,161 @@
+package imagepull
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// PullOptions control Pull.
+type PullOptions struct {
+	// Platform to pick from a multi-platform image; nil is linux on the
+	// running architecture (see FetchOptions.Platform).
+	Platform *v1.Platform
+	// Size of the image in bytes; zero estimates it from the layers
+	// (registry layers are then spooled in OUTDIR so they download once).
+	Size int64
+	// BootArtifacts copies the image's kernel and initrd into OUTDIR.
+	BootArtifacts bool
+	// Finalize edits the built image before it is committed (in the same
+	// session); nil skips the phase. DefaultFinalize is the usual one.
+	Finalize FinalizeStep
+	// Keychain and Transport for registry sources (nil: the docker config
+	// keychain, remote.DefaultTransport).
+	Keychain  authn.Keychain
+	Transport http.RoundTripper
+	// Warnf receives notes on layer entries skipped or changed; Logf
+	// progress. Nil discards.
+	Warnf, Logf func(format string, args ...any)
+}
+
+// PullResult is what Pull made.
+type PullResult struct {
+	Rootfs   string // OUTDIR/rootfs.ext4
+	Metadata *ImageMetadata
+	Stats    *BuildStats
+}
+
+// Pull makes OUTDIR/rootfs.ext4 (and image.json, and the boot artifacts
+// when asked) from source: fetch, BuildExt4, finalize, stage. The layers
+// stream from the source into the image; nothing is written outside
+// OUTDIR, and nothing but the temporary image (and, when sizing a
+// registry image, its spooled layers) before the stage publishes.
+func Pull(ctx context.Context, source, outdir string, opts PullOptions) (res *PullResult, err error) {
+	logf := opts.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	if err := os.MkdirAll(outdir, 0o755); err != nil {
+		return nil, err
+	}
+
+	// Fetch: manifests and config now, layers as they are read.
+	fopts := FetchOptions{Platform: opts.Platform, Keychain: opts.Keychain, Transport: opts.Transport}
+	if opts.Size == 0 {
+		spool, err := os.MkdirTemp(outdir, ".layers.tmp-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(spool)
+		fopts.SpoolDir = spool
+	}
+	fetched, err := Fetch(ctx, source, fopts)
+	if err != nil {
+		return nil, err
+	}
+	logf("fetched %s: %s, %d layers, manifest %s", source, fetched.Platform.String(), len(fetched.Layers), fetched.ManifestDigest)
+
+	// BuildExt4 into a temp file beside the final name.
+	tmp, err := os.CreateTemp(outdir, "."+RootfsName+".tmp-")
+	if err != nil {
+		return nil, err
+	}
+	tmpPath := tmp.Name()
+	tmp.Close()
+	defer func() {
+		if err != nil {
+			os.Remove(tmpPath)
+		}
+	}()
+	seed := fetched.ManifestDigest
+	if seed == "" {
+		seed = fetched.ConfigDigest
+	}
+	var created time.Time
+	if fetched.Config != nil {
+		created = fetched.Config.Created.Time
+	}
+	img, stats, err := BuildExt4(ctx, tmpPath, fetched.LayerSources(), BuildOptions{
+		Size:  opts.Size,
+		Seed:  []byte(seed),
+		Time:  created,
+		Warnf: opts.Warnf,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("build %s: %w", source, err)
+	}
+	logf("built %s: %d entries, %d MiB of files, image %d MiB", tmpPath, stats.Entries, stats.FileBytes>>20, stats.Size>>20)
+
+	// Finalize in the same session; Close commits build and finalize.
+	if opts.Finalize != nil {
+		if ferr := opts.Finalize(img); ferr != nil {
+			return nil, errors.Join(fmt.Errorf("finalize: %w", ferr), img.Close())
+		}
+	}
+	if err := img.Close(); err != nil {
+		return nil, fmt.Errorf("commit %s: %w", tmpPath, err)
+	}
+
+	// Stage: publish rootfs.ext4, image.json and the boot artifacts.
+	meta := metadataOf(fetched, stats)
+	if err := StageBootArtifacts(tmpPath, outdir, meta, StageOptions{BootArtifacts: opts.BootArtifacts}); err != nil {
+		return nil, err
+	}
+	logf("staged %s", filepath.Join(outdir, RootfsName))
+	return &PullResult{Rootfs: filepath.Join(outdir, RootfsName), Metadata: meta, Stats: stats}, nil
+}
+
+// metadataOf is image.json before staging adds the rootfs file fields.
+func metadataOf(f *Fetched, st *BuildStats) *ImageMetadata {
+	m := &ImageMetadata{
+		Source:            f.Source,
+		Kind:              f.Kind,
+		Reference:         f.Reference,
+		IndexDigest:       f.IndexDigest,
+		ManifestDigest:    f.ManifestDigest,
+		ManifestMediaType: f.ManifestMediaType,
+		ConfigDigest:      f.ConfigDigest,
+		Platform:          f.Platform.String(),
+		Layers:            []LayerMetadata{},
+	}
+	if c := f.Config; c != nil {
+		if !c.Created.Time.IsZero() {
+			t := c.Created.Time.UTC()
+			m.Created = &t
+		}
+		m.Entrypoint = c.Config.Entrypoint
+		m.Cmd = c.Config.Cmd
+		m.Env = c.Config.Env
+		m.WorkingDir = c.Config.WorkingDir
+		m.User = c.Config.User
+		m.StopSignal = c.Config.StopSignal
+		m.Labels = c.Config.Labels
+	}
+	for _, l := range f.Layers {
+		m.Layers = append(m.Layers, LayerMetadata{Digest: l.Digest, DiffID: l.DiffID, MediaType: l.MediaType, Size: l.Size})
+	}
+	if st != nil {
+		m.Rootfs.SizeEstimated = st.Estimated
+		m.Rootfs.InodeRatio = st.InodeRatio
+		m.Rootfs.Entries = st.Entries
+		m.Rootfs.FileBytes = st.FileBytes
+	}
+	return m
+}

@@ -1,0 +1,355 @@
+package imagepull
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/banger/ext4kit/ext4edit"
+)
+
+// Names of what a pull leaves in OUTDIR.
+const (
+	RootfsName   = "rootfs.ext4"
+	MetadataName = "image.json"
+	KernelName   = "kernel"
+	InitrdName   = "initrd"
+)
+
+// ErrNoKernel: boot artifacts were asked for but the image has no kernel
+// in /boot.
+var ErrNoKernel = errors.New("no kernel in the image's /boot")
+
+// ImageMetadata is OUTDIR/image.json: where the image came from, what it
+// runs, and what the pull made of it.
+type ImageMetadata struct {
+	Source            string            `json:"source"`
+	Kind              string            `json:"kind"`
+	Reference         string            `json:"reference,omitempty"`
+	IndexDigest       string            `json:"indexDigest,omitempty"`
+	ManifestDigest    string            `json:"manifestDigest,omitempty"`
+	ManifestMediaType string            `json:"manifestMediaType,omitempty"`
+	ConfigDigest      string            `json:"configDigest"`
+	Platform          string            `json:"platform"`
+	Created           *time.Time        `json:"created,omitempty"`
+	Entrypoint        []string          `json:"entrypoint,omitempty"`
+	Cmd               []string          `json:"cmd,omitempty"`
+	Env               []string          `json:"env,omitempty"`
+	WorkingDir        string            `json:"workingDir,omitempty"`
+	User              string            `json:"user,omitempty"`
+	StopSignal        string            `json:"stopSignal,omitempty"`
+	Labels            map[string]string `json:"labels,omitempty"`
+	Layers            []LayerMetadata   `json:"layers"`
+	Rootfs            RootfsMetadata    `json:"rootfs"`
+	Kernel            *BootArtifact     `json:"kernel,omitempty"`
+	Initrd            *BootArtifact     `json:"initrd,omitempty"`
+}
+
+// LayerMetadata describes one layer as the source stored it.
+type LayerMetadata struct {
+	Digest    string `json:"digest,omitempty"` // "" for docker-archive
+	DiffID    string `json:"diffID"`
+	MediaType string `json:"mediaType"`
+	Size      int64  `json:"size"` // bytes as stored, -1 unknown
+}
+
+// RootfsMetadata describes OUTDIR/rootfs.ext4.
+type RootfsMetadata struct {
+	File          string `json:"file"`
+	Size          int64  `json:"size"`          // bytes
+	SizeEstimated bool   `json:"sizeEstimated"` // chosen from the layers, not given
+	InodeRatio    uint64 `json:"inodeRatio,omitempty"`
+	Entries       int64  `json:"entries,omitempty"`
+	FileBytes     int64  `json:"fileBytes,omitempty"`
+}
+
+// BootArtifact is a kernel or initrd copied out of the image.
+type BootArtifact struct {
+	File      string `json:"file"`      // name in OUTDIR
+	ImagePath string `json:"imagePath"` // where it was in the image
+	Version   string `json:"version,omitempty"`
+	Size      int64  `json:"size"`
+}
+
+// StageOptions control StageBootArtifacts.
+type StageOptions struct {
+	// BootArtifacts copies the newest kernel (and its initrd) out of the
+	// image's /boot; without a kernel the stage fails with ErrNoKernel.
+	BootArtifacts bool
+}
+
+// StageBootArtifacts publishes a finished image: kernel and initrd copied
+// out of it when asked (into OUTDIR/kernel and OUTDIR/initrd), tmpImage
+// renamed to OUTDIR/rootfs.ext4, then OUTDIR/image.json written from
+// meta (completed with the image and artifact fields). Every file is
+// written beside its final name and renamed into place; image.json is
+// removed before and written last, so its presence marks a complete pull.
+// tmpImage must be in outdir (a rename does not cross filesystems).
+func StageBootArtifacts(tmpImage, outdir string, meta *ImageMetadata, opts StageOptions) error {
+	if filepath.Clean(filepath.Dir(tmpImage)) != filepath.Clean(outdir) {
+		return fmt.Errorf("stage: %s is not in %s", tmpImage, outdir)
+	}
+	fi, err := os.Stat(tmpImage)
+	if err != nil {
+		return fmt.Errorf("stage: %w", err)
+	}
+	meta.Rootfs.File = RootfsName
+	meta.Rootfs.Size = fi.Size()
+	meta.Kernel, meta.Initrd = nil, nil
+
+	type staged struct{ tmp, final string }
+	var pending []staged
+	defer func() {
+		for _, s := range pending {
+			os.Remove(s.tmp)
+		}
+	}()
+	if opts.BootArtifacts {
+		img, err := ext4edit.Open(tmpImage, &ext4edit.Options{ReadOnly: true})
+		if err != nil {
+			return fmt.Errorf("stage: %w", err)
+		}
+		kernel, initrd, err := FindBootArtifacts(img)
+		if err == nil {
+			for _, a := range []struct {
+				art  *BootArtifact
+				name string
+				dst  **BootArtifact
+			}{{kernel, KernelName, &meta.Kernel}, {initrd, InitrdName, &meta.Initrd}} {
+				if a.art == nil {
+					continue
+				}
+				var tmp string
+				tmp, err = copyOut(img, a.art.ImagePath, outdir, a.name)
+				if err != nil {
+					break
+				}
+				pending = append(pending, staged{tmp, filepath.Join(outdir, a.name)})
+				a.art.File = a.name
+				*a.dst = a.art
+			}
+		}
+		if cerr := img.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("stage: boot artifacts: %w", err)
+		}
+	}
+	js, err := json.MarshalIndent(meta, "", "  ")
+	if err != nil {
+		return err
+	}
+	jtmp, err := writeTemp(outdir, MetadataName, append(js, '\n'))
+	if err != nil {
+		return fmt.Errorf("stage: %w", err)
+	}
+	pending = append(pending, staged{jtmp, filepath.Join(outdir, MetadataName)})
+
+	// Publish: image.json goes first and comes back last.
+	if err := os.Remove(filepath.Join(outdir, MetadataName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("stage: %w", err)
+	}
+	if !opts.BootArtifacts {
+		// Artifacts of an earlier pull would not describe this image.
+		for _, n := range []string{KernelName, InitrdName} {
+			if err := os.Remove(filepath.Join(outdir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("stage: %w", err)
+			}
+		}
+	} else if meta.Initrd == nil {
+		if err := os.Remove(filepath.Join(outdir, InitrdName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("stage: %w", err)
+		}
+	}
+	if err := os.Rename(tmpImage, filepath.Join(outdir, RootfsName)); err != nil {
+		return fmt.Errorf("stage: %w", err)
+	}
+	for len(pending) > 0 {
+		s := pending[0]
+		if err := os.Rename(s.tmp, s.final); err != nil {
+			return fmt.Errorf("stage: %w", err)
+		}
+		pending = pending[1:]
+	}
+	syncDir(outdir)
+	return nil
+}
+
+// writeTemp writes data to a new hidden file beside OUTDIR/name, synced.
+func writeTemp(outdir, name string, data []byte) (string, error) {
+	f, err := os.CreateTemp(outdir, "."+name+".tmp-*")
+	if err != nil {
+		return "", err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
+}
+
+// copyOut copies the regular file p of img to a new temp file beside
+// OUTDIR/name.
+func copyOut(img *ext4edit.Image, p, outdir, name string) (string, error) {
+	src, err := img.FS().Open(strings.TrimPrefix(p, "/"))
+	if err != nil {
+		return "", err
+	}
+	defer src.Close()
+	f, err := os.CreateTemp(outdir, "."+name+".tmp-*")
+	if err != nil {
+		return "", err
+	}
+	_, err = io.Copy(f, src)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("copy %s: %w", p, err)
+	}
+	return f.Name(), nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync() // not supported everywhere (Windows); best effort
+		d.Close()
+	}
+}
+
+// Kernel and initrd names in /boot, with the version after the prefix.
+var (
+	kernelPrefixes = []string{"vmlinuz-", "vmlinux-"}
+	initrdNames    = []struct{ prefix, suffix string }{
+		{"initrd.img-", ""}, {"initramfs-", ".img"}, {"initrd-", ""}, {"initrd.img-", ".img"},
+	}
+	// Symlinks distributions keep to the default kernel, followed inside
+	// the image when /boot has no versioned kernel.
+	kernelLinks = []string{"/vmlinuz", "/boot/vmlinuz", "/vmlinux", "/boot/vmlinux"}
+	initrdLinks = []string{"/initrd.img", "/boot/initrd.img", "/boot/initrd", "/boot/initramfs.img"}
+)
+
+// FindBootArtifacts finds the kernel in img's /boot: the newest
+// vmlinuz-VERSION (or vmlinux-VERSION) by version sort, symlinks followed
+// inside the image, else what /vmlinuz or /boot/vmlinuz points at. The
+// initrd is the one of the same version (initrd.img-VERSION,
+// initramfs-VERSION.img, initrd-VERSION) or, for a kernel found through a
+// symlink, what /initrd.img points at; it may be nil. The artifacts'
+// File fields are left empty.
+func FindBootArtifacts(img *ext4edit.Image) (kernel, initrd *BootArtifact, err error) {
+	regular := func(p string) (fs.FileInfo, bool) {
+		fi, err := img.Stat(p)
+		return fi, err == nil && fi.Mode().IsRegular()
+	}
+	ents, err := img.ReadDir("/boot")
+	if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, ext4edit.ErrNotDir) {
+		return nil, nil, err
+	}
+	var best string
+	for _, e := range ents {
+		n := e.Name()
+		for _, pre := range kernelPrefixes {
+			v, ok := strings.CutPrefix(n, pre)
+			if !ok || v == "" || strings.HasSuffix(v, ".old") {
+				continue
+			}
+			fi, ok := regular("/boot/" + n)
+			if !ok || fi.Size() == 0 {
+				continue
+			}
+			if kernel == nil || versionLess(best, v) {
+				best = v
+				kernel = &BootArtifact{ImagePath: "/boot/" + n, Version: v, Size: fi.Size()}
+			}
+		}
+	}
+	if kernel != nil {
+		for _, in := range initrdNames {
+			p := "/boot/" + in.prefix + kernel.Version + in.suffix
+			if fi, ok := regular(p); ok {
+				initrd = &BootArtifact{ImagePath: p, Version: kernel.Version, Size: fi.Size()}
+				break
+			}
+		}
+		return kernel, initrd, nil
+	}
+	for _, l := range kernelLinks {
+		if fi, ok := regular(l); ok {
+			kernel = &BootArtifact{ImagePath: l, Size: fi.Size()}
+			if t, err := img.Readlink(l); err == nil {
+				for _, pre := range kernelPrefixes {
+					if v, ok := strings.CutPrefix(path.Base(t), pre); ok {
+						kernel.Version = v
+					}
+				}
+			}
+			break
+		}
+	}
+	if kernel == nil {
+		return nil, nil, ErrNoKernel
+	}
+	for _, l := range initrdLinks {
+		if fi, ok := regular(l); ok {
+			initrd = &BootArtifact{ImagePath: l, Version: kernel.Version, Size: fi.Size()}
+			break
+		}
+	}
+	return kernel, initrd, nil
+}
+
+// versionLess orders version strings the way `sort -V` does for kernel
+// versions: runs of digits compare as numbers, other runs as strings.
+func versionLess(a, b string) bool {
+	for a != "" && b != "" {
+		da, db := versionDigit(a[0]), versionDigit(b[0])
+		if da != db {
+			return !da // other characters sort before digits
+		}
+		ra, rb := versionRun(a, da), versionRun(b, db)
+		a, b = a[len(ra):], b[len(rb):]
+		if da {
+			na, nb := strings.TrimLeft(ra, "0"), strings.TrimLeft(rb, "0")
+			if len(na) != len(nb) {
+				return len(na) < len(nb)
+			}
+			if na != nb {
+				return na < nb
+			}
+			continue
+		}
+		if ra != rb {
+			return ra < rb
+		}
+	}
+	return len(a) < len(b)
+}
+
+func versionDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+func versionRun(s string, digits bool) string {
+	i := 0
+	for i < len(s) && versionDigit(s[i]) == digits {
+		i++
+	}
+	return s[:i]
+}

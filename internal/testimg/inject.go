@@ -1,0 +1,91 @@
+package testimg
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+)
+
+// AgentPackage is the import path of the guest vsock agent command.
+const AgentPackage = "github.com/banger/ext4kit/cmd/banger-vsock-agent"
+
+var agentBuild struct {
+	once sync.Once
+	dir  string
+	path string
+	out  string
+	err  error
+}
+
+// AgentBinary builds cmd/banger-vsock-agent once per test binary (static,
+// CGO_ENABLED=0, GOOS=linux, the host's GOARCH) and returns its path. A
+// package using it should call CleanupBuilds from TestMain after m.Run.
+// Skips when the go tool is missing (fails under CI=true).
+func AgentBinary(t testing.TB) string {
+	t.Helper()
+	Require(t, "go")
+	agentBuild.once.Do(func() {
+		agentBuild.dir, agentBuild.err = os.MkdirTemp("", "banger-agent-build-")
+		if agentBuild.err != nil {
+			return
+		}
+		agentBuild.path = filepath.Join(agentBuild.dir, "banger-vsock-agent")
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", agentBuild.path, AgentPackage)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
+		out, err := cmd.CombinedOutput()
+		agentBuild.out, agentBuild.err = string(out), err
+	})
+	if agentBuild.err != nil {
+		t.Fatalf("building %s: %v\n%s", AgentPackage, agentBuild.err, agentBuild.out)
+	}
+	return agentBuild.path
+}
+
+// CleanupBuilds removes what AgentBinary built.
+func CleanupBuilds() {
+	if agentBuild.dir != "" {
+		os.RemoveAll(agentBuild.dir)
+	}
+}
+
+// Sha256File returns the hex SHA-256 of a host file.
+func Sha256File(t testing.TB, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// CopyFile copies a host file (an image template) to dst.
+func CopyFile(t testing.TB, src, dst string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -277,7 +277,7 @@ func (f *File) Write(p []byte) (int, error) {
 			continue
 		}
 		if f.buf == nil {
-			f.buf = make([]byte, 0, writeChunk)
+			f.buf = f.img.getWriteBuf()
 		}
 		take := min(cap(f.buf)-len(f.buf), len(p))
 		f.buf = append(f.buf, p[:take]...)
@@ -298,7 +298,7 @@ func (f *File) ReadFrom(r io.Reader) (int64, error) {
 		return 0, pathErr("write", f.name, fs.ErrClosed)
 	}
 	if f.buf == nil {
-		f.buf = make([]byte, 0, writeChunk)
+		f.buf = f.img.getWriteBuf()
 	}
 	var total int64
 	for {
@@ -395,7 +395,10 @@ func (f *File) Close() error {
 	}
 	f.closed = true
 	f.img.dropOpenFile(f)
-	if err := f.flush(true); err != nil {
+	err := f.flush(true)
+	f.img.putWriteBuf(f.buf)
+	f.buf = nil
+	if err != nil {
 		f.img.abandonFile(f)
 		return err
 	}
@@ -446,4 +449,28 @@ func (img *Image) closeOpenFiles() error {
 		}
 	}
 	return first
+}
+
+// getWriteBuf hands out a write buffer, reusing those of closed Files: a
+// fresh 1 MiB allocation per file costs more than the copy it serves.
+func (img *Image) getWriteBuf() []byte {
+	img.bufMu.Lock()
+	defer img.bufMu.Unlock()
+	if n := len(img.writeBufs); n > 0 {
+		b := img.writeBufs[n-1]
+		img.writeBufs = img.writeBufs[:n-1]
+		return b[:0]
+	}
+	return make([]byte, 0, writeChunk)
+}
+
+func (img *Image) putWriteBuf(b []byte) {
+	if cap(b) != writeChunk {
+		return
+	}
+	img.bufMu.Lock()
+	defer img.bufMu.Unlock()
+	if len(img.writeBufs) < 2 {
+		img.writeBufs = append(img.writeBufs, b)
+	}
 }

@@ -68,6 +68,8 @@ type Image struct {
 	pendingUndo int
 	dataWritten bool // file data went to disk since the last commit
 	genCounter  uint32
+	bufMu       sync.Mutex
+	writeBufs   [][]byte // spare File write buffers
 	openFiles   []*File
 }
 

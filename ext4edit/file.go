@@ -180,6 +180,12 @@ func (r *fileReader) ReadAt(p []byte, off int64) (int, error) {
 		end := min(int64(len(p)), int64(e.lblk+e.len)*bs-off)
 		if e.uninit {
 			clear(p[done:end])
+		} else if r.img.overlay != nil {
+			// A read-only open over an unreplayed journal: blocks the log
+			// holds must come from the log.
+			if err := r.readViaOverlay(p[done:end], e.pblk+(lblk-e.lblk), pos%bs); err != nil {
+				return done, err
+			}
 		} else {
 			disk := r.img.off + int64(e.pblk+(lblk-e.lblk))*bs + pos%bs
 			if _, err := r.img.dev.ReadAt(p[done:end], disk); err != nil {
@@ -195,6 +201,22 @@ func (r *fileReader) ReadAt(p []byte, off int64) (int, error) {
 		return done, io.EOF
 	}
 	return done, nil
+}
+
+// readViaOverlay fills p from consecutive blocks starting at pblk, offset
+// bytes into the first, through readBlock (which consults the overlay).
+func (r *fileReader) readViaOverlay(p []byte, pblk uint64, offset int64) error {
+	buf := make([]byte, r.img.bs)
+	for len(p) > 0 {
+		if err := r.img.readBlock(pblk, buf); err != nil {
+			return err
+		}
+		n := copy(p, buf[offset:])
+		p = p[n:]
+		pblk++
+		offset = 0
+	}
+	return nil
 }
 
 func (r *fileReader) Read(p []byte) (int, error) {
@@ -234,6 +256,10 @@ type File struct {
 	buf    []byte // bytes not yet making a whole block
 	exts   []fileExtent
 	closed bool
+	// orphaned: the inode was removed or truncated by another call while
+	// this File was open. Its data is dropped at Close (its blocks freed)
+	// instead of being mapped into an inode that may now be someone else's.
+	orphaned bool
 }
 
 // writeChunk is how much data a File gathers before allocating.
@@ -403,6 +429,12 @@ func (f *File) Close() error {
 		return err
 	}
 	return f.img.mutate("close", f.name, func() error {
+		if f.orphaned {
+			for _, e := range f.exts {
+				f.img.freeBlocks(e.pblk, e.len)
+			}
+			return nil
+		}
 		in, err := f.img.readInode(f.ino)
 		if err != nil {
 			return err
@@ -419,6 +451,12 @@ func (f *File) Close() error {
 // block is left unreferenced.
 func (img *Image) abandonFile(f *File) {
 	_ = img.mutate("close", f.name, func() error {
+		if f.orphaned {
+			for _, e := range f.exts {
+				img.freeBlocks(e.pblk, e.len)
+			}
+			return nil
+		}
 		in, err := img.readInode(f.ino)
 		if err != nil {
 			return err
@@ -472,5 +510,15 @@ func (img *Image) putWriteBuf(b []byte) {
 	defer img.bufMu.Unlock()
 	if len(img.writeBufs) < 2 {
 		img.writeBufs = append(img.writeBufs, b)
+	}
+}
+
+// orphanOpenFiles detaches open Files from inode ino, which is being freed
+// or truncated underneath them.
+func (img *Image) orphanOpenFiles(ino uint32) {
+	for _, f := range img.openFiles {
+		if f.ino == ino {
+			f.orphaned = true
+		}
 	}
 }

@@ -149,8 +149,9 @@ func (o *CreateOptions) geometry(size int64) (*geometry, error) {
 	return g, nil
 }
 
-// defaultJournalBlocks is ext2fs_default_journal_size.
-func defaultJournalBlocks(blocks uint64) uint32 {
+// DefaultJournalBlocks is the journal size, in blocks, that mke2fs (and
+// Create) give a filesystem of blocks blocks: ext2fs_default_journal_size.
+func DefaultJournalBlocks(blocks uint64) uint32 {
 	switch {
 	case blocks < 2048:
 		return 0
@@ -497,13 +498,15 @@ func mkfs(path string, size int64, o *CreateOptions) error {
 func (img *Image) mkJournal(o *CreateOptions, uuid [16]byte) error {
 	n := o.JournalBlocks
 	if n == 0 {
-		n = defaultJournalBlocks(img.blocksCount)
+		n = DefaultJournalBlocks(img.blocksCount)
 		if n == 0 {
+			// Too small for a journal, as mke2fs decides: none at all.
+			put32(img.sb.b, sbFeatureCompat, img.sb.compat()&^compatHasJournal)
 			return nil
 		}
 	}
-	if uint64(n) >= img.countFreeBlocks()/2 || n < 1024 {
-		return fmt.Errorf("%w: journal of %d blocks does not fit", fs.ErrInvalid, n)
+	if n < 1024 || uint64(n)+64 > img.freeBlocksTotal() {
+		return fmt.Errorf("%w: a journal of %d blocks does not fit (%d free, 1024 at least)", fs.ErrInvalid, n, img.freeBlocksTotal())
 	}
 	goal := img.groupFirstBlock(img.groupCount / 2)
 	runs, err := img.allocBlocks(goal, uint64(n))

@@ -46,6 +46,9 @@ func TestCreate(t *testing.T) {
 		{"128-byte-inodes", 64 << 20, ext4edit.CreateOptions{InodeSize: 128}},
 		{"no-journal", 64 << 20, ext4edit.CreateOptions{NoJournal: true}},
 		{"1T-sparse", 1 << 40, ext4edit.CreateOptions{}},
+		{"4M-no-room-for-journal", 4 << 20, ext4edit.CreateOptions{}},
+		{"8M", 8 << 20, ext4edit.CreateOptions{}},
+		{"12M", 12 << 20, ext4edit.CreateOptions{}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -63,7 +66,7 @@ func TestCreate(t *testing.T) {
 			for _, feat := range []string{"extent", "64bit", "flex_bg", "metadata_csum", "dir_index", "huge_file", "dir_nlink", "sparse_super"} {
 				require.Contains(t, hdr, feat)
 			}
-			if !c.opts.NoJournal {
+			if !c.opts.NoJournal && c.size >= 8<<20 {
 				require.Contains(t, hdr, "has_journal")
 			}
 			require.Equal(t, "vm\n", string(testimg.Cat(t, img, "/etc/hostname")))

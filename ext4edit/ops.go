@@ -176,6 +176,7 @@ func (img *Image) checkFileWritable(in *inode) error {
 
 // truncate releases every block of a regular file (O_TRUNC).
 func (img *Image) truncate(in *inode) error {
+	img.orphanOpenFiles(in.ino)
 	if in.hasInlineData() {
 		if err := img.setXattr(in, inlineXattr, nil); err != nil && err != errNotFound {
 			return err
@@ -424,6 +425,7 @@ func (img *Image) dropLink(in *inode) error {
 		in.setCtime(img.now())
 		return img.writeInode(in)
 	}
+	img.orphanOpenFiles(in.ino)
 	if err := img.freeMapping(in); err != nil {
 		return err
 	}
@@ -857,6 +859,9 @@ func (img *Image) ReadFile(name string) ([]byte, error) {
 	fr, _, err := img.openReader(name)
 	if err != nil {
 		return nil, err
+	}
+	if fr.Size() < 0 || uint64(fr.Size()) > uint64(img.bs)<<32 { // beyond 2^32 blocks: a corrupt i_size
+		return nil, pathErr("read", name, corruptf("i_size %d beyond the largest ext4 file", uint64(fr.Size())))
 	}
 	buf := make([]byte, fr.Size())
 	if _, err := fr.ReadAt(buf, 0); err != nil && len(buf) > 0 {

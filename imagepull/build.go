@@ -288,7 +288,7 @@ func EstimateSize(layers []LayerUsage, bs uint32) (size int64, inodeRatio uint64
 		}
 		nInodes := size / ratio
 		groups := (blocks + 8*b - 1) / (8 * b)
-		overhead := nInodes*256 + int64(journalBlocks(uint64(blocks)))*b + groups*(2*b+64) + 2*b
+		overhead := nInodes*256 + int64(ext4edit.DefaultJournalBlocks(uint64(blocks)))*b + groups*(2*b+64) + 2*b
 		next := content + overhead
 		if next/b < wantInodes {
 			// Even at one inode per block there are too few: grow.
@@ -316,28 +316,4 @@ func mke2fsInodeRatio(size int64) uint64 {
 		return 4096
 	}
 	return 16384
-}
-
-// journalBlocks is mke2fs's default journal size for a filesystem of
-// blocks blocks (ext2fs_default_journal_size).
-func journalBlocks(blocks uint64) uint32 {
-	switch {
-	case blocks < 2048:
-		return 0
-	case blocks < 32768:
-		return 1024
-	case blocks < 256*1024:
-		return 4096
-	case blocks < 512*1024:
-		return 8192
-	case blocks < 4096*1024:
-		return 16384
-	case blocks < 8192*1024:
-		return 32768
-	case blocks < 16384*1024:
-		return 65536
-	case blocks < 32768*1024:
-		return 131072
-	}
-	return 262144
 }

@@ -2,6 +2,7 @@
 //
 //	imagepull inject [--agent PATH] [--allow-arch-mismatch] IMAGE
 //	imagepull apply-ownership --layer FILE [--layer FILE ...] IMAGE
+//	imagepull pull [--platform OS/ARCH[/VARIANT]] [--size N] [--boot-artifacts] [--no-agent] [--agent PATH] SOURCE OUTDIR
 //
 // inject installs the guest assets (network bootstrap, vsock agent, their
 // systemd units, enabled) into IMAGE; the agent binary defaults to
@@ -27,6 +28,7 @@ import (
 const usage = `usage:
   imagepull inject [--agent PATH] [--allow-arch-mismatch] IMAGE
   imagepull apply-ownership --layer FILE [--layer FILE ...] IMAGE
+  imagepull pull [--platform OS/ARCH[/VARIANT]] [--size N] [--boot-artifacts] [--no-agent] [--agent PATH] SOURCE OUTDIR
 `
 
 func main() {
@@ -41,6 +43,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "inject":
 		return inject(args[1:], stdout, stderr)
+	case "pull":
+		return pull(args[1:], stdout, stderr)
 	case "apply-ownership":
 		return applyOwnership(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":

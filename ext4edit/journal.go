@@ -366,8 +366,15 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 			pos = j.next(pos)
 		}
 	}
-	// One barrier covers the file data (ordered mode) and the log: both
-	// must be durable before a commit block can make them count.
+	// The recovery flag goes out with the log: a flag over an empty or
+	// uncommitted journal replays nothing (and e2fsck -p clears it), while
+	// a journal start without the flag would make the kernel discard the
+	// log but e2fsck replay it.
+	if err := img.setRecoverFlag(true); err != nil {
+		return err
+	}
+	// One barrier covers the file data (ordered mode), the log and the
+	// flag: all must be durable before a commit block can make them count.
 	if err := img.dev.Sync(); err != nil {
 		return err
 	}
@@ -391,13 +398,9 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 	if err := img.writeRaw(p, cb); err != nil {
 		return err
 	}
-	// 3. Flag the filesystem and point the journal at the log, so the
-	// kernel and e2fsck replay it rather than wipe it after a crash. These
-	// three writes share one barrier with the commit block: whichever of
-	// them lands, the log is either absent, uncommitted, or complete.
-	if err := img.setRecoverFlag(true); err != nil {
-		return err
-	}
+	// 3. Point the journal at the log. This shares a barrier with the
+	// commit block: whichever lands first, the log is either not pointed
+	// at, uncommitted, or complete.
 	be.PutUint32(j.sb[jsStart:], j.first)
 	if err := j.writeSB(); err != nil {
 		return err
@@ -423,13 +426,14 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 	if err := img.dev.Sync(); err != nil {
 		return err
 	}
-	// 5. Empty the journal and drop the flag, under one barrier: an
-	// empty journal with the flag still set replays nothing; a cleared
-	// flag over a stale log makes the kernel discard the log, whose blocks
-	// are home already.
+	// 5. Empty the journal, then (a barrier later) drop the flag: the
+	// flag must never be clear while the journal still points at a log.
 	be.PutUint32(j.sb[jsStart:], 0)
 	be.PutUint32(j.sb[jsSequence:], seq+1)
 	if err := j.writeSB(); err != nil {
+		return err
+	}
+	if err := img.dev.Sync(); err != nil {
 		return err
 	}
 	if err := img.setRecoverFlag(false); err != nil {

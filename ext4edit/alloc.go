@@ -287,8 +287,15 @@ func (img *Image) freeBlocks(start, n uint64) {
 	img.pendingFree = append(img.pendingFree, blockRun{start, n})
 }
 
-// applyPendingFrees returns the session's released blocks to the bitmaps.
+// applyPendingFrees releases the session's unlinked inodes and returns
+// the released blocks to the bitmaps.
 func (img *Image) applyPendingFrees() error {
+	for _, ino := range img.pendingInodeFrees {
+		if err := img.freeInode(ino); err != nil {
+			return err
+		}
+	}
+	img.pendingInodeFrees = img.pendingInodeFrees[:0]
 	for _, r := range img.pendingFree {
 		for b := r.start; b < r.start+r.len; {
 			if b < uint64(img.firstDataBlock) || b >= img.blocksCount {

@@ -1,6 +1,9 @@
 package ext4edit
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // blockKind orders a non-journaled commit: blocks that make space used are
 // written before the structures that point at them.
@@ -19,6 +22,9 @@ type cblock struct {
 	data  []byte
 	dirty bool
 	kind  blockKind
+	// fresh: allocated since the last commit, so nothing on disk points at
+	// it yet; a journal-less commit writes such blocks first.
+	fresh bool
 }
 
 // undoRec remembers a block's state before the current operation first
@@ -29,6 +35,7 @@ type undoRec struct {
 	data    []byte
 	dirty   bool
 	kind    blockKind
+	fresh   bool
 }
 
 // maxCleanBlocks bounds the clean part of the cache; dirty blocks stay
@@ -94,6 +101,7 @@ func (c *blockCache) fresh(blk uint64, kind blockKind) []byte {
 	}
 	b.dirty = true
 	b.kind = kind
+	b.fresh = true
 	return b.data
 }
 
@@ -125,7 +133,7 @@ func (c *blockCache) saveUndo(blk uint64, b *cblock) {
 		c.undo[blk] = undoRec{}
 		return
 	}
-	c.undo[blk] = undoRec{present: true, data: append([]byte(nil), b.data...), dirty: b.dirty, kind: b.kind}
+	c.undo[blk] = undoRec{present: true, data: append([]byte(nil), b.data...), dirty: b.dirty, kind: b.kind, fresh: b.fresh}
 }
 
 // rollback restores every block the failed operation touched.
@@ -143,7 +151,7 @@ func (c *blockCache) rollback() {
 			b = &cblock{}
 			c.blocks[blk] = b
 		}
-		b.data, b.dirty, b.kind = u.data, u.dirty, u.kind
+		b.data, b.dirty, b.kind, b.fresh = u.data, u.dirty, u.kind, u.fresh
 		if !b.dirty {
 			c.clean++
 		}
@@ -175,11 +183,25 @@ func (c *blockCache) evict() {
 
 // dirtyByKind lists the dirty blocks of one kind.
 func (c *blockCache) dirtyByKind(k blockKind) []uint64 {
+	return c.dirtyWhere(func(b *cblock) bool { return b.kind == k })
+}
+
+// dirtyWhere lists the dirty blocks for which keep is true, sorted.
+func (c *blockCache) dirtyWhere(keep func(*cblock) bool) []uint64 {
 	var out []uint64
 	for blk, b := range c.blocks {
-		if b.dirty && b.kind == k {
+		if b.dirty && keep(b) {
 			out = append(out, blk)
 		}
 	}
+	slices.Sort(out)
 	return out
+}
+
+// markClean records that blk's buffer is now on disk.
+func (c *blockCache) markClean(blk uint64) {
+	if b, ok := c.blocks[blk]; ok && b.dirty {
+		b.dirty, b.fresh = false, false
+		c.clean++
+	}
 }

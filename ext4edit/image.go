@@ -56,6 +56,9 @@ type Image struct {
 	// bitmaps at commit, never earlier: the committed tree may still point
 	// at them, so new file data must not land there before it is replaced.
 	pendingFree []blockRun
+	// pendingInodeFrees holds inodes whose last link went this session;
+	// like blocks, they are released at commit.
+	pendingInodeFrees []uint32
 
 	// overlay holds journal-replayed blocks of a read-only open: reads see
 	// the recovered filesystem while the file stays untouched.
@@ -66,6 +69,7 @@ type Image struct {
 	gdUndo      map[uint32]gdUndoRec
 	sbUndo      []byte
 	pendingUndo int
+	inodeUndo   int
 	dataWritten bool // file data went to disk since the last commit
 	genCounter  uint32
 	bufMu       sync.Mutex
@@ -444,6 +448,7 @@ func (img *Image) mutate(op, name string, fn func() error) error {
 	img.opActive = true
 	img.sbUndo = append(img.sbUndo[:0], img.sb.b...)
 	img.pendingUndo = len(img.pendingFree)
+	img.inodeUndo = len(img.pendingInodeFrees)
 	err := fn()
 	if err != nil {
 		img.cache.rollback()
@@ -455,6 +460,7 @@ func (img *Image) mutate(op, name string, fn func() error) error {
 		}
 		copy(img.sb.b, img.sbUndo)
 		img.pendingFree = img.pendingFree[:img.pendingUndo]
+		img.pendingInodeFrees = img.pendingInodeFrees[:img.inodeUndo]
 	} else {
 		img.cache.endOp()
 	}
@@ -538,41 +544,29 @@ func (img *Image) Discard() error {
 // marked used before anything points at it), then inodes and tree blocks,
 // then directory blocks, then the superblock.
 func (img *Image) commit() error {
-	if err := img.applyPendingFrees(); err != nil {
-		return err
-	}
-	dirty := len(img.gdtDirty) > 0
-	for k := blockKind(0); k < numKinds; k++ {
-		if len(img.cache.dirtyByKind(k)) > 0 {
-			dirty = true
-		}
-	}
-	if !dirty && !img.dataWritten {
+	work := img.dataWritten || len(img.gdtDirty) > 0 || len(img.pendingFree) > 0 ||
+		len(img.pendingInodeFrees) > 0 || len(img.cache.dirtyWhere(func(*cblock) bool { return true })) > 0
+	if !work {
 		return nil
 	}
-	img.finishGroups()
-	img.sb.updateChecksum()
 	var err error
 	if img.sb.hasCompat(compatHasJournal) {
+		// One transaction carries everything, frees included.
+		if err = img.applyPendingFrees(); err != nil {
+			return err
+		}
+		img.finishGroups()
+		img.sb.updateChecksum()
 		err = img.commitJournaled() // its first barrier covers file data too
 	} else {
-		// Ordered mode: file data is durable before metadata points at it.
-		if img.dataWritten {
-			if err := img.dev.Sync(); err != nil {
-				return err
-			}
-		}
 		err = img.commitOrdered()
 	}
 	if err != nil {
 		return err
 	}
 	clear(img.gdtDirty)
-	for _, b := range img.cache.blocks {
-		if b.dirty {
-			b.dirty = false
-			img.cache.clean++
-		}
+	for blk := range img.cache.blocks {
+		img.cache.markClean(blk)
 	}
 	img.dataWritten = false
 	return nil
@@ -632,9 +626,57 @@ func (img *Image) commitJournaled() error {
 	return img.journalCommit(j, blocks)
 }
 
-// commitOrdered writes without a journal, in crash-safe order.
+// commitOrdered writes without a journal, in an order where a crash at
+// any point leaves what e2fsck repairs as leaked space: nothing on disk
+// points at a block or inode before its contents are durable, and an
+// inode or block is marked free only after what pointed at it is gone.
 func (img *Image) commitOrdered() error {
-	if err := img.writeKind(kindBitmap); err != nil {
+	// 1. File data and the blocks allocated this session (new directory
+	// blocks, tree blocks, attribute blocks): nothing points at them yet.
+	fresh := img.cache.dirtyWhere(func(b *cblock) bool { return b.fresh })
+	if err := img.writeBlocks(fresh); err != nil {
+		return err
+	}
+	if len(fresh) > 0 || img.dataWritten {
+		if err := img.dev.Sync(); err != nil {
+			return err
+		}
+	}
+	// 2. Allocations (bitmaps, descriptors), then inodes and the tree
+	// blocks that now point at step 1's blocks.
+	if err := img.writeGroupsAndInodes(); err != nil {
+		return err
+	}
+	// 3. Directory entries: added ones name inodes durable since step 2;
+	// removed ones stop naming inodes still intact on disk.
+	if err := img.writeBlocks(img.cache.dirtyByKind(kindDir)); err != nil {
+		return err
+	}
+	if err := img.dev.Sync(); err != nil {
+		return err
+	}
+	// 4. Frees: inodes unlinked in step 3, and released blocks.
+	if len(img.pendingInodeFrees) > 0 || len(img.pendingFree) > 0 {
+		if err := img.applyPendingFrees(); err != nil {
+			return err
+		}
+		if err := img.writeGroupsAndInodes(); err != nil {
+			return err
+		}
+	}
+	// 5. The superblock's counts.
+	img.sb.updateChecksum()
+	if _, err := img.dev.WriteAt(img.sb.b, img.off+superblockOffset); err != nil {
+		return err
+	}
+	return img.dev.Sync()
+}
+
+// writeGroupsAndInodes writes the dirty bitmaps and descriptors, then the
+// dirty inode-table and tree blocks, and syncs.
+func (img *Image) writeGroupsAndInodes() error {
+	img.finishGroups()
+	if err := img.writeBlocks(img.cache.dirtyByKind(kindBitmap)); err != nil {
 		return err
 	}
 	for _, i := range img.dirtyDescBlocks() {
@@ -646,36 +688,20 @@ func (img *Image) commitOrdered() error {
 			return err
 		}
 	}
-	for _, k := range []blockKind{kindMeta, kindInode} {
-		if err := img.writeKind(k); err != nil {
-			return err
-		}
-	}
-	if err := img.dev.Sync(); err != nil {
-		return err
-	}
-	if err := img.writeKind(kindDir); err != nil {
-		return err
-	}
-	if err := img.dev.Sync(); err != nil {
-		return err
-	}
-	if _, err := img.dev.WriteAt(img.sb.b, img.off+superblockOffset); err != nil {
+	clear(img.gdtDirty)
+	if err := img.writeBlocks(img.cache.dirtyWhere(func(b *cblock) bool { return b.kind == kindMeta || b.kind == kindInode })); err != nil {
 		return err
 	}
 	return img.dev.Sync()
 }
 
-func (img *Image) writeKind(k blockKind) error {
-	blks := img.cache.dirtyByKind(k)
-	sort.Slice(blks, func(i, j int) bool { return blks[i] < blks[j] })
+// writeBlocks writes dirty cache blocks home and marks them clean.
+func (img *Image) writeBlocks(blks []uint64) error {
 	for _, blk := range blks {
-		if blk >= img.blocksCount {
-			return fmt.Errorf("internal error: dirty block %d beyond the end", blk)
-		}
-		if _, err := img.dev.WriteAt(img.cache.blocks[blk].data, img.off+int64(blk)*int64(img.bs)); err != nil {
+		if err := img.writeRaw(blk, img.cache.blocks[blk].data); err != nil {
 			return err
 		}
+		img.cache.markClean(blk)
 	}
 	return nil
 }

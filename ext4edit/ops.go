@@ -418,7 +418,9 @@ func (img *Image) removeEntry(r *resolved) error {
 	return img.dropLink(in)
 }
 
-// dropLink lowers the link count and frees the inode at zero.
+// dropLink lowers the link count; at zero the inode is freed at commit
+// (freeInode), after the directory entries that named it are gone from
+// the disk.
 func (img *Image) dropLink(in *inode) error {
 	if !in.isDir() && in.links() > 1 {
 		in.setLinks(in.links() - 1)
@@ -426,6 +428,17 @@ func (img *Image) dropLink(in *inode) error {
 		return img.writeInode(in)
 	}
 	img.orphanOpenFiles(in.ino)
+	img.pendingInodeFrees = append(img.pendingInodeFrees, in.ino)
+	return nil
+}
+
+// freeInode releases an unlinked inode: its blocks, its attribute block
+// reference, and its bitmap bit; i_dtime marks it deleted for e2fsck.
+func (img *Image) freeInode(ino uint32) error {
+	in, err := img.readInode(ino)
+	if err != nil {
+		return err
+	}
 	if err := img.freeMapping(in); err != nil {
 		return err
 	}
@@ -439,6 +452,7 @@ func (img *Image) dropLink(in *inode) error {
 		}
 		in.setFileACL(0)
 	}
+	dir := in.isDir()
 	in.setLinks(0)
 	in.setSize(0)
 	if err := in.setBlocks512(img, 0); err != nil {
@@ -449,7 +463,7 @@ func (img *Image) dropLink(in *inode) error {
 		dt = 1 // a zero i_dtime would mean "in use" to e2fsck
 	}
 	put32(in.b, iDtime, uint32(dt))
-	if err := img.releaseInode(in.ino, in.isDir()); err != nil {
+	if err := img.releaseInode(in.ino, dir); err != nil {
 		return err
 	}
 	return img.writeInode(in)

@@ -189,7 +189,16 @@ func (img *Image) writeXattrBlock(in *inode, ents []xattrEntry) error {
 		}
 		in.setFileACL(blk)
 	}
-	b := img.cache.fresh(blk, kindMeta)
+	var b []byte
+	if blk == old {
+		// Rewritten in place: the committed tree points at it already.
+		if b, err = img.cache.getW(blk, kindMeta); err != nil {
+			return err
+		}
+		clear(b)
+	} else {
+		b = img.cache.fresh(blk, kindMeta)
+	}
 	copy(b, enc)
 	if img.sb.metadataCsum() {
 		put32(b, xattrHdrChecksum, img.xattrBlockCsum(blk, b))

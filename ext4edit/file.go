@@ -517,8 +517,11 @@ func (img *Image) putWriteBuf(b []byte) {
 // or truncated underneath them.
 func (img *Image) orphanOpenFiles(ino uint32) {
 	for _, f := range img.openFiles {
-		if f.ino == ino {
+		if f.ino == ino && !f.orphaned {
 			f.orphaned = true
+			if img.opActive {
+				img.orphanUndo = append(img.orphanUndo, f) // a failed operation re-adopts it
+			}
 		}
 	}
 }

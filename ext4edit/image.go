@@ -70,7 +70,8 @@ type Image struct {
 	sbUndo      []byte
 	pendingUndo int
 	inodeUndo   int
-	dataWritten bool // file data went to disk since the last commit
+	orphanUndo  []*File // Files orphaned by the current operation
+	dataWritten bool    // file data went to disk since the last commit
 	genCounter  uint32
 	bufMu       sync.Mutex
 	writeBufs   [][]byte // spare File write buffers
@@ -461,10 +462,14 @@ func (img *Image) mutate(op, name string, fn func() error) error {
 		copy(img.sb.b, img.sbUndo)
 		img.pendingFree = img.pendingFree[:img.pendingUndo]
 		img.pendingInodeFrees = img.pendingInodeFrees[:img.inodeUndo]
+		for _, f := range img.orphanUndo {
+			f.orphaned = false
+		}
 	} else {
 		img.cache.endOp()
 	}
 	clear(img.gdUndo)
+	img.orphanUndo = img.orphanUndo[:0]
 	img.opActive = false
 	return pathErr(op, name, err)
 }

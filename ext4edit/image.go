@@ -647,9 +647,12 @@ func (img *Image) commitOrdered() error {
 			return err
 		}
 	}
-	// 2. Allocations (bitmaps, descriptors), then inodes and the tree
-	// blocks that now point at step 1's blocks.
-	if err := img.writeGroupsAndInodes(); err != nil {
+	// 2. Allocations (bitmaps, descriptors) durable before the inodes and
+	// tree blocks that use them: space in use is never marked free.
+	if err := img.writeGroups(); err != nil {
+		return err
+	}
+	if err := img.writeInodesAndTrees(); err != nil {
 		return err
 	}
 	// 3. Directory entries: added ones name inodes durable since step 2;
@@ -665,7 +668,13 @@ func (img *Image) commitOrdered() error {
 		if err := img.applyPendingFrees(); err != nil {
 			return err
 		}
-		if err := img.writeGroupsAndInodes(); err != nil {
+		// The freed inodes first, then the bitmaps that free them and
+		// their blocks: never space marked free while still in use.
+		img.finishGroups()
+		if err := img.writeInodesAndTrees(); err != nil {
+			return err
+		}
+		if err := img.writeGroups(); err != nil {
 			return err
 		}
 	}
@@ -677,9 +686,9 @@ func (img *Image) commitOrdered() error {
 	return img.dev.Sync()
 }
 
-// writeGroupsAndInodes writes the dirty bitmaps and descriptors, then the
-// dirty inode-table and tree blocks, and syncs.
-func (img *Image) writeGroupsAndInodes() error {
+// writeGroups writes the dirty bitmaps and descriptors (checksums
+// updated) and syncs.
+func (img *Image) writeGroups() error {
 	img.finishGroups()
 	if err := img.writeBlocks(img.cache.dirtyByKind(kindBitmap)); err != nil {
 		return err
@@ -694,6 +703,12 @@ func (img *Image) writeGroupsAndInodes() error {
 		}
 	}
 	clear(img.gdtDirty)
+	return img.dev.Sync()
+}
+
+// writeInodesAndTrees writes the dirty inode-table and tree blocks and
+// syncs.
+func (img *Image) writeInodesAndTrees() error {
 	if err := img.writeBlocks(img.cache.dirtyWhere(func(b *cblock) bool { return b.kind == kindMeta || b.kind == kindInode })); err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -230,9 +231,50 @@ func runEdits(name string, base *baseImage, ops []byte, log *[]string) error {
 	}()
 	m := base.m.clone()
 	r := &opReader{ops}
+	// Files left open across other operations (Create ... Close), at most
+	// two. A File whose inode loses its last name, or is truncated by a
+	// WriteFile/Create of the same file, is orphaned: its data is dropped
+	// at Close. Otherwise Close makes the file hold what was written.
+	var handles []*openFile
+	closeHandle := func(h *openFile, mm *model) error {
+		handles = slices.DeleteFunc(handles, func(o *openFile) bool { return o == h })
+		err := h.f.Close()
+		n := mm.nodeByID(h.id)
+		*log = append(*log, fmt.Sprintf("  %s.Close() -> %v (orphaned %v)", h.desc, err, h.orphaned))
+		if h.orphaned {
+			if err != nil {
+				return fmt.Errorf("%s.Close of an orphaned File: %v", h.desc, err)
+			}
+			return nil
+		}
+		if n == nil {
+			return fmt.Errorf("%s: model lost a non-orphaned file", h.desc)
+		}
+		if err != nil {
+			if !errors.Is(err, ext4edit.ErrNoSpace) {
+				return fmt.Errorf("%s.Close: %v", h.desc, err)
+			}
+			got, rerr := img.ReadFile(mm.pathOf(h.id))
+			if rerr != nil || !bytes.HasPrefix(h.data, got) {
+				return fmt.Errorf("%s.Close out of space, then the file holds %d bytes (%v), not a prefix", h.desc, len(got), rerr)
+			}
+			h.data = got
+		}
+		n.data = h.data
+		return nil
+	}
+	closeAll := func(mm *model) error {
+		for len(handles) > 0 {
+			if err := closeHandle(handles[0], mm); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	for i := 0; i < maxOps && len(r.b) > 0; i++ {
-		op := r.next() % 17
+		op := r.next() % 20
 		mm := m.clone()
+		var opened *openFile
 		var desc string
 		var ierr, merr error
 		tolerate := func(err error) bool {
@@ -350,11 +392,17 @@ func runEdits(name string, base *baseImage, ops []byte, log *[]string) error {
 			}
 		case 13:
 			desc = "Sync()"
+			if err := closeAll(mm); err != nil {
+				return err
+			}
 			if err := img.Sync(); err != nil {
 				return fmt.Errorf("Sync: %v", err)
 			}
 		case 14:
 			desc = "Close()+Open()"
+			if err := closeAll(mm); err != nil {
+				return err
+			}
 			err := img.Close()
 			img = nil
 			if err != nil {
@@ -379,11 +427,64 @@ func runEdits(name string, base *baseImage, ops []byte, log *[]string) error {
 				ierr = img.Mknod(p, fs.ModeDevice|fs.ModeCharDevice|0o600, major, minor)
 				merr = mm.newNode(p, &mnode{kind: 'c', perm: 0o600, major: major, minor: minor, xattrs: map[string][]byte{}})
 			}
+		case 17:
+			p, perm := r.path(), pick(r, edPerms)
+			if len(handles) >= 2 {
+				desc = "(third open File skipped)"
+				break
+			}
+			desc = fmt.Sprintf("Create(%q, %o) [left open]", p, perm)
+			var f *ext4edit.File
+			f, ierr = img.Create(p, fileMode(perm))
+			if merr = mm.writeFile(p, []byte{}, perm); merr == nil {
+				res, err := mm.existing(p, true)
+				if err != nil {
+					return fmt.Errorf("model: %s created nothing: %v", desc, err)
+				}
+				opened = &openFile{id: res.in.id, desc: fmt.Sprintf("File(%q#%d)", p, i)}
+			}
+			if ierr == nil && opened != nil {
+				opened.f = f
+			} else if ierr == nil {
+				f.Close()
+			}
+		case 18:
+			size, seed := pick(r, []int{1, 100, 4096, 5000, 70000}), r.next()
+			if len(handles) == 0 {
+				desc = "(write without an open File skipped)"
+				break
+			}
+			h := handles[int(seed)%len(handles)]
+			d := pattern(size, seed)
+			desc = fmt.Sprintf("%s.Write(%d bytes)", h.desc, size)
+			n, err := h.f.Write(d)
+			h.data = append(h.data, d[:n]...)
+			if err != nil && !errors.Is(err, ext4edit.ErrNoSpace) {
+				return fmt.Errorf("%s: %v", desc, err)
+			}
+		case 19:
+			sel := r.next()
+			if len(handles) == 0 {
+				desc = "(close without an open File skipped)"
+				break
+			}
+			desc = "File.Close()"
+			if err := closeHandle(handles[int(sel)%len(handles)], mm); err != nil {
+				return err
+			}
 		}
 		*log = append(*log, fmt.Sprintf("%s -> %v (model: %v)", desc, ierr, merr))
 		switch {
 		case ierr == nil && merr == nil:
 			m = mm
+			for _, h := range handles {
+				if slices.Contains(m.truncated, h.id) || m.nodeByID(h.id) == nil {
+					h.orphaned = true
+				}
+			}
+			if opened != nil {
+				handles = append(handles, opened)
+			}
 		case ierr != nil && merr != nil:
 		case ierr != nil:
 			if !tolerate(ierr) {
@@ -392,6 +493,9 @@ func runEdits(name string, base *baseImage, ops []byte, log *[]string) error {
 		default:
 			return fmt.Errorf("%s succeeded; the model says it fails: %v", desc, merr)
 		}
+	}
+	if err := closeAll(m); err != nil {
+		return err
 	}
 	err = img.Close()
 	img = nil
@@ -411,6 +515,15 @@ func runEdits(name string, base *baseImage, ops []byte, log *[]string) error {
 		return fmt.Errorf("e2fsck -fn is not clean:\n%s", out)
 	}
 	return nil
+}
+
+// openFile is a File FuzzEdits keeps open across operations.
+type openFile struct {
+	f        *ext4edit.File
+	id       int64 // the model node it writes to
+	data     []byte
+	orphaned bool
+	desc     string
 }
 
 // streamErr marks an error of File.Write or File.Close (after Create

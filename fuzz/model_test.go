@@ -8,6 +8,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync/atomic"
 
 	"github.com/banger/ext4kit/ext4edit"
 )
@@ -20,7 +21,8 @@ import (
 // most 40 symlinks per lookup.
 
 type mnode struct {
-	kind         byte // 'd' dir, 'f' file, 'l' symlink, 'p' fifo, 'c' char device
+	id           int64 // identity across model clones (open File handles name nodes by it)
+	kind         byte  // 'd' dir, 'f' file, 'l' symlink, 'p' fifo, 'c' char device
 	perm         uint16
 	uid, gid     uint32
 	data         []byte
@@ -33,10 +35,37 @@ type mnode struct {
 
 type model struct {
 	root *mnode
+	// truncated lists the nodes the last operation truncated (O_TRUNC of
+	// an existing file): open Files on them are orphaned.
+	truncated []int64
+}
+
+var nodeIDs atomic.Int64
+
+func newID() int64 { return nodeIDs.Add(1) }
+
+// pathOf is one path of the node with id, "" if it is gone.
+func (m *model) pathOf(id int64) string {
+	for p, n := range m.paths() {
+		if n.id == id {
+			return p
+		}
+	}
+	return ""
+}
+
+// nodeByID finds a node still in the tree.
+func (m *model) nodeByID(id int64) *mnode {
+	for _, n := range m.paths() {
+		if n.id == id {
+			return n
+		}
+	}
+	return nil
 }
 
 func newDir(parent *mnode, perm uint16) *mnode {
-	d := &mnode{kind: 'd', perm: perm, entries: map[string]*mnode{}, xattrs: map[string][]byte{}}
+	d := &mnode{id: newID(), kind: 'd', perm: perm, entries: map[string]*mnode{}, xattrs: map[string][]byte{}}
 	d.parent = parent
 	if parent == nil {
 		d.parent = d
@@ -52,7 +81,7 @@ func (m *model) clone() *model {
 		if c, ok := seen[n]; ok {
 			return c
 		}
-		c := &mnode{kind: n.kind, perm: n.perm, uid: n.uid, gid: n.gid, target: n.target,
+		c := &mnode{id: n.id, kind: n.kind, perm: n.perm, uid: n.uid, gid: n.gid, target: n.target,
 			major: n.major, minor: n.minor, data: n.data, xattrs: map[string][]byte{}}
 		seen[n] = c
 		for k, v := range n.xattrs {
@@ -186,14 +215,19 @@ func (m *model) mkdirAll(p string, perm uint16) error {
 	for _, c := range splitP(p) {
 		pre += "/" + c
 		r, err := m.resolve(pre, true)
-		if err != nil {
-			return err
-		}
-		if r.in != nil {
+		if err == nil && r.in != nil {
 			if r.in.kind != 'd' {
 				return errMNotDir
 			}
 			continue
+		}
+		// Like os.MkdirAll: a dangling symlink in the way is an existing
+		// name, not a request to create its target.
+		if l, lerr := m.resolve(pre, false); lerr == nil && l.in != nil {
+			return errMExist
+		}
+		if err != nil {
+			return err
 		}
 		m.mkdirIn(r.parent, r.name, perm)
 	}
@@ -206,7 +240,7 @@ func (m *model) writeFile(p string, data []byte, perm uint16) error {
 		return err
 	}
 	if r.in == nil {
-		r.parent.entries[r.name] = &mnode{kind: 'f', perm: perm, data: data, xattrs: map[string][]byte{}}
+		r.parent.entries[r.name] = &mnode{id: newID(), kind: 'f', perm: perm, data: data, xattrs: map[string][]byte{}}
 		return nil
 	}
 	if r.in.kind == 'd' {
@@ -216,6 +250,7 @@ func (m *model) writeFile(p string, data []byte, perm uint16) error {
 		return errMInval
 	}
 	r.in.data = data
+	m.truncated = append(m.truncated, r.in.id)
 	return nil
 }
 
@@ -226,6 +261,9 @@ func (m *model) newNode(p string, n *mnode) error {
 	}
 	if r.in != nil {
 		return errMExist
+	}
+	if n.id == 0 {
+		n.id = newID()
 	}
 	r.parent.entries[r.name] = n
 	return nil
@@ -408,7 +446,7 @@ func modelFromImage(img *ext4edit.Image) (*model, error) {
 				d.entries[e.Name()] = n
 				continue
 			}
-			n := &mnode{kind: kindOf(fi.Mode()), perm: ii.Mode & 0o7777, uid: ii.UID, gid: ii.GID, major: ii.Major, minor: ii.Minor}
+			n := &mnode{id: newID(), kind: kindOf(fi.Mode()), perm: ii.Mode & 0o7777, uid: ii.UID, gid: ii.GID, major: ii.Major, minor: ii.Minor}
 			if n.xattrs, err = readXattrs(img, cp); err != nil {
 				return err
 			}

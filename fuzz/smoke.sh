@@ -22,7 +22,7 @@ status=0
 for t in $targets; do
 	echo "== fuzz $t for $fuzztime"
 	if ! go test ./fuzz/ -run '^$' -fuzz "^${t}\$" -fuzztime "$fuzztime" -fuzzminimizetime 100x -parallel 1 -timeout 0; then
-		echo "== fuzz $t FAILED (crasher saved under fuzz/testdata/fuzz/$t/)" >&2
+		echo "== fuzz $t FAILED (a failing seed, or a new crasher saved under fuzz/testdata/fuzz/$t/)" >&2
 		status=1
 	fi
 done

@@ -302,7 +302,9 @@ func walkImage(img *ext4edit.Image, st *walkStats) {
 }
 
 func readFile(img *ext4edit.Image, fsys fs.FS, p string, size int64, st *walkStats) {
-	if size >= 0 && size <= walkMaxRead {
+	// ReadFile allocates i_size bytes: only small files, and absurd sizes
+	// (beyond any ext4 file: it must refuse them, not panic).
+	if size >= 0 && size <= walkMaxRead || size < 0 || size > 1<<48 {
 		b, err := img.ReadFile(p)
 		if err != nil {
 			st.errs++

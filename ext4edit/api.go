@@ -19,6 +19,9 @@ type Options struct {
 	Partition int
 	// NoLock skips the advisory lock on the image file.
 	NoLock bool
+	// LockTimeout is how long Open waits for a lock another process holds
+	// before failing with ErrLocked (naming the image); 0 fails at once.
+	LockTimeout time.Duration
 	// UID and GID own every inode this session creates (default 0:0, root).
 	UID, GID uint32
 	// Now, when set, supplies the timestamps of created and changed inodes

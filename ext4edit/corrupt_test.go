@@ -364,7 +364,7 @@ func coWalk(img *ext4edit.Image, errs *coErrs) {
 				_, err := img.Readlink(p)
 				errs.add(err)
 			case m.IsRegular():
-				if fi.Size() <= 4<<20 {
+				if fi.Size() <= 4<<20 || fi.Size() < 0 || fi.Size() > 1<<48 { // absurd sizes must be refused
 					_, err := img.ReadFile(p)
 					errs.add(err)
 				}

@@ -32,9 +32,11 @@ package ext4edit_test
 // e2fsck -fy, e2fsck -fn is clean and every file holds its old or its new
 // contents, and logs what e2fsck had to repair.
 //
-// Default mode samples crash points (every sync boundary and its
-// neighbours plus a stride); -short samples more sparsely;
-// EXT4EDIT_EXHAUSTIVE=1 (without -short) tries every N and more subsets.
+// Default mode tries every N of the die model, every subset of the small
+// flush epochs and 4 random subsets of each big one, with the kernel
+// judging the sync boundaries and every other state; -short samples every
+// 5th N; EXT4EDIT_EXHAUSTIVE=1 (without -short) adds a random subset crash
+// at every event, more subsets, and the kernel on every state.
 
 import (
 	"errors"
@@ -43,8 +45,10 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -350,13 +354,13 @@ type crRunner struct {
 
 // session runs the edit session on a fresh copy of the pristine image
 // through a crash device and returns the device and the session's error.
-func (r *crRunner) session(dst string, mode crMode, crashAt int, seed uint64) (dev *crDev, err error) {
+func (r *crRunner) session(dst string, mode crMode, crashAt int, seed uint64, keep func(int) bool) (dev *crDev, err error) {
 	jtCopy(r.t, r.pristine, dst)
 	img, err := ext4edit.Open(dst, &ext4edit.Options{Now: crNow})
 	if err != nil {
 		r.t.Fatalf("open pristine copy: %v", err)
 	}
-	dev = &crDev{mode: mode, crashAt: crashAt, rng: rand.New(rand.NewPCG(seed, uint64(crashAt)))}
+	dev = &crDev{mode: mode, crashAt: crashAt, keep: keep, rng: rand.New(rand.NewPCG(seed, uint64(crashAt)))}
 	ext4edit.WrapDevice(img, func(d ext4edit.Device) ext4edit.Device { dev.under = d; return dev })
 	defer func() {
 		if p := recover(); p != nil {
@@ -430,7 +434,7 @@ func crSweep(t *testing.T, sc crScenario, v crVariant, kernel bool) int {
 	}
 	// The clean run: how many writes and syncs, and the tree it leaves.
 	cleanImg := filepath.Join(dir, "clean.img")
-	dev, err := r.session(cleanImg, crNone, -1, 0)
+	dev, err := r.session(cleanImg, crNone, -1, 0, nil)
 	if err != nil {
 		t.Fatalf("clean run: %v", err)
 	}
@@ -454,9 +458,9 @@ func crSweep(t *testing.T, sc crScenario, v crVariant, kernel bool) int {
 			boundary[s+d] = true
 		}
 	}
-	stride := 3
+	stride := 1 // every crash point; -short samples every 5th
 	if short {
-		stride = 9
+		stride = 5
 	}
 	for n := 0; n <= W; n++ {
 		if exhaustive || boundary[n] || n%stride == 0 {
@@ -470,7 +474,7 @@ func crSweep(t *testing.T, sc crScenario, v crVariant, kernel bool) int {
 		syncEvents = append(syncEvents, s+i)
 	}
 	E := W + S
-	subsetK := 3
+	subsetK := 4
 	if short {
 		subsetK = 1
 	}
@@ -504,10 +508,10 @@ func crSweep(t *testing.T, sc crScenario, v crVariant, kernel bool) int {
 			}
 		}()
 	}
-	check := func(mode crMode, n int, seed uint64, kernelHere bool) {
+	check := func(mode crMode, n int, seed uint64, keep func(int) bool, kernelHere bool) {
 		tried++
 		crashed := filepath.Join(dir, fmt.Sprintf("crashed-%d.img", tried))
-		dev, serr := r.session(crashed, mode, n, seed)
+		dev, serr := r.session(crashed, mode, n, seed, keep)
 		r.checkDeterministic(dev)
 		if dev.crashed && serr == nil {
 			r.failf("%s crash at %d: the session reported success although the device failed", mode, n)
@@ -523,25 +527,49 @@ func crSweep(t *testing.T, sc crScenario, v crVariant, kernel bool) int {
 		}
 		r.seen[key] = true
 		at := fmt.Sprintf("%s@%d", mode, n)
-		if mode == crSubset {
-			at += fmt.Sprintf("/%d", seed)
+		if mode == crSubset && keep != nil {
+			at += fmt.Sprintf("/kept-%b", seed)
+		} else if mode == crSubset {
+			at += fmt.Sprintf("/random-%d", seed)
 		}
 		jobs <- job{crashed: crashed, at: at, mode: mode, kernel: kernelHere}
 	}
 	for i, n := range dieN {
-		check(crDie, n, 0, kernel && (exhaustive || boundary[n] || i%2 == 0))
+		check(crDie, n, 0, nil, kernel && (exhaustive || boundary[n] || i%2 == 0))
 	}
 	for _, n := range append(syncEvents, E) {
-		check(crDrop, n, 0, kernel)
+		check(crDrop, n, 0, nil, kernel)
 	}
-	for k := 0; k < subsetK; k++ {
-		for _, n := range syncEvents {
-			check(crSubset, n, uint64(k+1), kernel && k == 0)
+	// subset: crash at each Sync with its whole epoch unsynced. Small
+	// epochs (the commit-block/flag/journal-superblock barriers) get every
+	// proper non-empty subset; big ones (log, checkpoint) random subsets.
+	maxEnum := 5
+	if short {
+		maxEnum = 3
+	}
+	if exhaustive {
+		maxEnum = 8
+	}
+	epochStart := 0
+	for k, n := range syncEvents {
+		base, c := epochStart, dev.syncAt[k]-epochStart
+		epochStart = dev.syncAt[k]
+		switch {
+		case c == 0:
+		case c <= maxEnum:
+			for mask := uint64(1); mask < 1<<c-1; mask++ {
+				m := mask
+				check(crSubset, n, m, func(i int) bool { return m>>(i-base)&1 == 1 }, kernel)
+			}
+		default:
+			for s := 0; s < subsetK; s++ {
+				check(crSubset, n, uint64(s+1), nil, kernel && s == 0)
+			}
 		}
 	}
 	if exhaustive {
 		for n := 0; n <= E; n++ {
-			check(crSubset, n, 99, kernel)
+			check(crSubset, n, 99, nil, kernel)
 		}
 	}
 	close(jobs)
@@ -742,13 +770,19 @@ func (r *crRunner) verifyNoJournal(crashed, at string) string {
 		}
 		return w
 	}
-	// Mixed: every regular file must hold its own old or new bytes; files
-	// e2fsck reconnected in lost+found must hold some old or new file's.
+	// Mixed: every regular file must hold its own old or new bytes. A
+	// directory rename that did not land while a rename inside it did
+	// moves a name's new contents under the directory's old path, so a
+	// file may also hold the old or new bytes of a file of the same base
+	// name elsewhere. Files e2fsck reconnected in lost+found must hold
+	// some old or new file's bytes.
 	known := map[string]bool{}
+	byBase := map[string]bool{} // base name + "\x00" + sha
 	for _, tr := range []jtTree{r.oldTree, r.newTree} {
-		for _, n := range tr {
+		for p, n := range tr {
 			if n.SHA != "" {
 				known[n.SHA] = true
+				byBase[path.Base(p)+"\x00"+n.SHA] = true
 			}
 		}
 	}
@@ -760,6 +794,8 @@ func (r *crRunner) verifyNoJournal(crashed, at string) string {
 		nw, newOK := r.newTree[p]
 		switch {
 		case oldOK && n.SHA == o.SHA, newOK && n.SHA == nw.SHA:
+		case byBase[path.Base(p)+"\x00"+n.SHA]:
+			r.stat("_renamed")
 		case strings.HasPrefix(p, "/lost+found/") && known[n.SHA]:
 		case strings.HasPrefix(p, "/lost+found/") && n.Size == 0:
 		default:
@@ -798,48 +834,56 @@ func crSession(t *testing.T, pristine, dst string, dev *crDev, edit func(*ext4ed
 }
 
 // TestCrashJournalStartWithoutRecoverFlag is the minimal case the sweep's
-// subset model finds: the commit writes the superblock's needs_recovery
-// flag and the journal superblock's s_start in the same flush epoch, so a
-// disk cache may persist s_start without the flag. Then the recoveries
-// disagree: e2fsck -fy asks "Run journal anyway?" and replays (new tree),
-// the kernel ignores a log without the flag (old tree), and a read-write
-// ext4edit.Open refuses with ErrNeedsRecovery. Setting the flag, syncing,
-// and only then writing s_start (one more Sync) makes the state
-// unreachable.
+// subset model finds. The commit writes the superblock's needs_recovery
+// flag and the journal superblock's s_start in one flush epoch (when the
+// log goes live, and again when it is emptied), so a disk cache may
+// persist s_start != 0 without the flag:
+//
+//   - live: the journal superblock points at the committed log but the
+//     flag is not set: e2fsck -fy asks "Run journal anyway?" and replays
+//     (new tree) while the kernel discards a log without the flag (old
+//     tree); a read-write ext4edit.Open refuses with ErrNeedsRecovery.
+//   - emptied: the flag was cleared but s_start still points at the
+//     (checkpointed) log: every recovery gives the new tree, but
+//     ext4edit.Open refuses, and e2fsck asks "Run journal anyway?".
+//
+// Writing the flag, a Sync, then s_start (and, when emptying, s_start = 0,
+// a Sync, then the flag) makes both states unreachable.
 func TestCrashJournalStartWithoutRecoverFlag(t *testing.T) {
-	testimg.Require(t, "mke2fs", "e2fsck", "cp")
+	testimg.Require(t, "mke2fs", "e2fsck", "debugfs", "cp")
 	dir := t.TempDir()
 	pristine := testimg.Mkfs(t, dir, "pristine.img", "64M")
 	edit := func(img *ext4edit.Image) error { return img.Mkdir("/new", 0o755) }
+	cleanImg := filepath.Join(dir, "clean.img")
 	clean := &crDev{mode: crNone, crashAt: -1}
-	if err := crSession(t, pristine, filepath.Join(dir, "clean.img"), clean, edit); err != nil {
+	if err := crSession(t, pristine, cleanImg, clean, edit); err != nil {
 		t.Fatal(err)
 	}
-	flag := -1 // the first superblock write is setRecoverFlag(true)
+	jsbOff := int64(testimg.DebugfsBlocks(t, pristine, "<8>")[0]) * 1024 // 1 KiB blocks
+	var jsbWrites, flagWrites []int
 	for i, w := range clean.writes {
-		if w.off == 1024 && w.n == 1024 {
-			flag = i
-			break
+		switch w.off {
+		case jsbOff:
+			jsbWrites = append(jsbWrites, i)
+		case 1024: // the superblock: flag set, checkpoint of block 1, flag cleared
+			flagWrites = append(flagWrites, i)
 		}
 	}
-	if flag < 0 || flag+1 >= len(clean.writes) {
-		t.Fatalf("no superblock write in the clean run's %d writes", len(clean.writes))
+	if len(jsbWrites) < 2 || len(flagWrites) < 2 {
+		t.Fatalf("journal superblock writes %v, superblock writes %v: not the expected protocol", jsbWrites, flagWrites)
 	}
-	jsb := flag + 1 // then the journal superblock with s_start set
-	syncEvent := -1
-	for k, s := range clean.syncAt {
-		if s > jsb {
-			syncEvent = s + k // the event index of the Sync after both writes
-			break
+	// syncAfter is the event index of the Sync closing write i's epoch.
+	syncAfter := func(i int) int {
+		for k, s := range clean.syncAt {
+			if s > i {
+				return s + k
+			}
 		}
-	}
-	crashed := filepath.Join(dir, "crashed.img")
-	dev := &crDev{mode: crSubset, crashAt: syncEvent, keep: func(i int) bool { return i == jsb }}
-	if err := crSession(t, pristine, crashed, dev, edit); err == nil {
-		t.Fatal("the session did not see the crash")
+		t.Fatalf("no Sync after write %d", i)
+		return -1
 	}
 	oldTree, _ := jtSnap(pristine)
-	newTree, _ := jtSnap(filepath.Join(dir, "clean.img"))
+	newTree, _ := jtSnap(cleanImg)
 	verdict := func(img string) string {
 		tr, err := jtSnap(img)
 		switch {
@@ -852,52 +896,86 @@ func TestCrashJournalStartWithoutRecoverFlag(t *testing.T) {
 		}
 		return "neither"
 	}
-	results := map[string]string{}
-	ours := crashed + ".ours"
-	jtCopy(t, crashed, ours)
-	if img, err := ext4edit.Open(ours, nil); err != nil {
-		t.Errorf("read-write open of the crashed image: %v", err)
-	} else if err := img.Close(); err != nil {
-		t.Errorf("close: %v", err)
-	} else {
-		results["ours"] = verdict(ours)
+	for _, c := range []struct {
+		name string
+		keep []int // the writes of the epoch that survive
+	}{
+		// The commit block (the write before the flag) and s_start.
+		{"live", []int{flagWrites[0] - 1, jsbWrites[0]}},
+		// The cleared flag, not the emptied journal superblock.
+		{"emptied", []int{flagWrites[len(flagWrites)-1]}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			crashed := filepath.Join(t.TempDir(), "crashed.img")
+			dev := &crDev{mode: crSubset, crashAt: syncAfter(c.keep[len(c.keep)-1]), keep: func(i int) bool { return slices.Contains(c.keep, i) }}
+			if err := crSession(t, pristine, crashed, dev, edit); err == nil {
+				t.Fatal("the session did not see the crash")
+			}
+			results := map[string]string{}
+			ours := crashed + ".ours"
+			jtCopy(t, crashed, ours)
+			if img, err := ext4edit.Open(ours, nil); err != nil {
+				t.Errorf("read-write open of the crashed image: %v", err)
+			} else if err := img.Close(); err != nil {
+				t.Errorf("close: %v", err)
+			} else {
+				results["ours"] = verdict(ours)
+			}
+			fsck := crashed + ".fsck"
+			jtCopy(t, crashed, fsck)
+			_, out := jtFsck(fsck, "-fy")
+			if fx := jtFixes(out); len(fx) > 0 {
+				t.Errorf("e2fsck -fy repaired: %v", fx)
+			}
+			results["e2fsck"] = verdict(fsck)
+			preen := crashed + ".preen"
+			jtCopy(t, crashed, preen)
+			if code, out := jtFsck(preen, "-p"); code > 1 {
+				t.Errorf("e2fsck -p (boot-time preen) exit %d:\n%s", code, out)
+			}
+			t.Run("kernel", func(t *testing.T) {
+				k := crashed + ".kernel"
+				jtCopy(t, crashed, k)
+				_, unmount := testimg.Mount(t, k, false)
+				unmount()
+				results["kernel"] = verdict(k)
+			})
+			first := ""
+			for _, v := range results {
+				if first == "" {
+					first = v
+				}
+				if v != first || (v != "old" && v != "new") {
+					t.Errorf("recoveries disagree or fail: %v", results)
+					break
+				}
+			}
+			t.Logf("recoveries: %v", results)
+		})
 	}
-	fsck := crashed + ".fsck"
-	jtCopy(t, crashed, fsck)
-	_, out := jtFsck(fsck, "-fy")
-	if fx := jtFixes(out); len(fx) > 0 {
-		t.Errorf("e2fsck -fy repaired: %v", fx)
-	}
-	results["e2fsck"] = verdict(fsck)
-	t.Run("kernel", func(t *testing.T) {
-		k := crashed + ".kernel"
-		jtCopy(t, crashed, k)
-		_, unmount := testimg.Mount(t, k, false)
-		unmount()
-		results["kernel"] = verdict(k)
-	})
-	first := ""
-	for who, v := range results {
-		if first == "" {
-			first = v
-		}
-		if v != first || (v != "old" && v != "new") {
-			t.Errorf("recoveries disagree or fail: %v", results)
-			break
-		}
-		_ = who
-	}
-	t.Logf("recoveries: %v", results)
 }
+
+// crAllowInUseMarkedFree relaxes TestCrashNoJournalOrder: "+" bitmap
+// differences (a block or inode in use, by an inode no name reaches yet or
+// any more, while the bitmap calls it free) are then accepted like leaks.
+// Without e2fsck such space can be handed out twice; no reachable file is
+// harmed, but e2fsck later finds multiply-claimed blocks in lost+found.
+const crAllowInUseMarkedFree = false
 
 // TestCrashNoJournalOrder sweeps every crash point of small sessions on
 // an image without a journal and checks the ordered-writes promise: after
 // e2fsck -fy the image is clean, every file holds its old or its new
-// contents, and what e2fsck repaired is only leaked space (bitmaps and
-// free counts).
+// contents, no name present before and after the session is lost, and
+// what e2fsck repaired is only leaked space: bitmaps and free counts,
+// inodes allocated but not (or no longer) named (reconnected to
+// lost+found) and link counts ahead of the names; inside such an orphaned
+// new directory ("/???/..." in e2fsck's words) entries may still name
+// inodes that never reached the disk (junk in lost+found, like a leaked
+// inode). Never a reachable name pointing at an unused inode, nor a
+// directory block that was never written.
 func TestCrashNoJournalOrder(t *testing.T) {
 	testimg.Require(t, "mke2fs", "e2fsck", "cp")
-	leakOnly := regexp.MustCompile(`^(Block bitmap differences|Inode bitmap differences|Free blocks count wrong|Free inodes count wrong|Directories count wrong|Padding at end of)`)
+	leakOnly := regexp.MustCompile(`^(Block bitmap differences|Inode bitmap differences|Free blocks count wrong|Free inodes count wrong|Directories count wrong|Padding at end of|Unattached inode|Unattached zero-length inode|Unconnected directory inode|Inode # ref count is #, should be #|Entry '[^']*' in /\?\?\?[^ ]* \(#\) has deleted/unused inode)`)
 	for _, sc := range []struct {
 		name string
 		edit func(*ext4edit.Image) error
@@ -917,6 +995,14 @@ func TestCrashNoJournalOrder(t *testing.T) {
 		// while the directory entry still names it: e2fsck clears the
 		// entry and /b vanishes from the tree it is in before and after.
 		{"rename-replace", func(img *ext4edit.Image) error { return img.Rename("/a", "/b") }},
+		// Nested new directories with files and symlinks (the inject
+		// session in small).
+		{"nested", func(img *ext4edit.Image) error {
+			return errors.Join(img.MkdirAll("/usr/local/bin", 0o755), img.MkdirAll("/etc/sd/wants", 0o755),
+				img.WriteFile("/usr/local/bin/agent", jtPattern(300<<10, 5), 0o755),
+				img.WriteFile("/etc/sd/a.service", jtPattern(300, 6), 0o644),
+				img.Symlink("/etc/sd/a.service", "/etc/sd/wants/a.service"))
+		}},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -942,28 +1028,61 @@ func TestCrashNoJournalOrder(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// Crash points: the process dies before each write; and at each
+			// Sync a volatile cache keeps a subset of the epoch's writes
+			// (every subset of small epochs, random ones of big epochs).
+			type point struct {
+				at  string
+				dev *crDev
+			}
+			var points []point
 			for n := 0; n < len(clean.writes); n++ {
-				crashed := filepath.Join(dir, fmt.Sprintf("crash-%d.img", n))
-				if err := crSession(t, pristine, crashed, &crDev{mode: crDie, crashAt: n}, sc.edit); err == nil {
-					t.Fatalf("crash at %d not reported", n)
+				points = append(points, point{fmt.Sprintf("die@%d", n), &crDev{mode: crDie, crashAt: n}})
+			}
+			start := 0
+			for k, s := range clean.syncAt {
+				base, c, ev := start, s-start, s+k
+				start = s
+				if c <= 6 {
+					for mask := uint64(1); mask < 1<<c-1; mask++ {
+						m := mask
+						points = append(points, point{fmt.Sprintf("subset@%d/kept-%b", ev, m),
+							&crDev{mode: crSubset, crashAt: ev, keep: func(i int) bool { return m>>(i-base)&1 == 1 }}})
+					}
+					continue
+				}
+				for seed := uint64(1); seed <= 8; seed++ {
+					points = append(points, point{fmt.Sprintf("subset@%d/random-%d", ev, seed),
+						&crDev{mode: crSubset, crashAt: ev, rng: rand.New(rand.NewPCG(seed, uint64(ev)))}})
+				}
+			}
+			for i, pt := range points {
+				n := pt.at
+				crashed := filepath.Join(dir, fmt.Sprintf("crash-%d.img", i))
+				if err := crSession(t, pristine, crashed, pt.dev, sc.edit); err == nil {
+					t.Fatalf("crash at %s not reported", n)
 				}
 				code, out := jtFsck(crashed, "-fy")
 				if code > 1 {
-					t.Errorf("die@%d: e2fsck -fy exit %d:\n%s", n, code, out)
+					t.Errorf("%s: e2fsck -fy exit %d:\n%s", n, code, out)
 					continue
 				}
 				var beyond []string
 				for _, f := range jtFixes(out) {
-					if !leakOnly.MatchString(f) {
+					// "-" bitmap differences are leaks; "+" is space in use
+					// that the bitmap calls free (it would be handed out
+					// twice without e2fsck).
+					if !leakOnly.MatchString(f) || !crAllowInUseMarkedFree && strings.Contains(f, "bitmap differences") && strings.Contains(f, "+") {
 						beyond = append(beyond, f)
 					}
 				}
 				if len(beyond) > 0 {
-					t.Errorf("die@%d (of %d writes): e2fsck -fy repaired more than leaked space:\n  %s", n, len(clean.writes), strings.Join(beyond, "\n  "))
+					t.Errorf("%s (of %d writes, syncs after %v): e2fsck -fy repaired more than leaked space:\n  %s",
+						n, len(clean.writes), clean.syncAt, strings.Join(beyond, "\n  "))
 				}
 				tr, err := jtSnap(crashed)
 				if err != nil {
-					t.Errorf("die@%d: snapshot after e2fsck -fy: %v", n, err)
+					t.Errorf("%s: snapshot after e2fsck -fy: %v", n, err)
 					continue
 				}
 				for p, nd := range tr {
@@ -976,17 +1095,18 @@ func TestCrashNoJournalOrder(t *testing.T) {
 					if w, ok := newTree[p]; ok && w.SHA == nd.SHA {
 						continue
 					}
-					t.Errorf("die@%d: %s holds contents that were never its own (%d bytes)", n, p, nd.Size)
+					t.Errorf("%s: %s holds contents that were never its own (%d bytes)", n, p, nd.Size)
 				}
 				for p := range oldTree {
 					if _, inNew := newTree[p]; inNew {
 						if _, ok := tr[p]; !ok {
-							t.Errorf("die@%d: %s is in the tree before and after the session, but gone after the crash", n, p)
+							t.Errorf("%s: %s is in the tree before and after the session, but gone after the crash", n, p)
 						}
 					}
 				}
 				os.Remove(crashed)
 			}
+			t.Logf("%s: %d crash points (%d writes, syncs after writes %v)", sc.name, len(points), len(clean.writes), clean.syncAt)
 		})
 	}
 }

@@ -1,6 +1,7 @@
 package ext4edit
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -132,7 +133,7 @@ func open(path string, o Options) (*Image, error) {
 		return nil, fmt.Errorf("negative offset %d", img.off)
 	}
 	if !o.NoLock {
-		if err := lockFile(f, !o.ReadOnly); err != nil {
+		if err := lockWithin(f, !o.ReadOnly, o.LockTimeout); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		img.locked = true
@@ -145,7 +146,7 @@ func open(path string, o Options) (*Image, error) {
 		// Like the kernel and e2fsck: a journal flagged for recovery is
 		// replayed before anything else reads the filesystem.
 		if err := img.replay(); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrNeedsRecovery, err)
+			return nil, fmt.Errorf("%w: %w", ErrNeedsRecovery, err)
 		}
 		if err := img.load(limit); err != nil {
 			return nil, err
@@ -155,6 +156,13 @@ func open(path string, o Options) (*Image, error) {
 	if !img.ro && img.writeRefusal == nil {
 		if err := img.checkJournalClean(); err != nil {
 			return nil, err
+		}
+		if img.sb.hasCompat(compatHasJournal) {
+			// Refuse a journal we could not commit through now, not at
+			// the first Sync after the caller's edits.
+			if _, err := img.openJournal(); err != nil {
+				img.writeRefusal = err
+			}
 		}
 	}
 	ok = true
@@ -369,6 +377,19 @@ func (img *Image) checkJournalClean() error {
 		return fmt.Errorf("%w: the journal is not empty (mount and unmount it, or run e2fsck -fy, first)", ErrNeedsRecovery)
 	}
 	return nil
+}
+
+// lockWithin takes the image lock, retrying for up to timeout while
+// another process holds it (0: fail at once).
+func lockWithin(f *os.File, exclusive bool, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := lockFile(f, exclusive)
+		if err == nil || !errors.Is(err, ErrLocked) || !time.Now().Before(deadline) {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // resetState empties every in-memory structure derived from the disk.

@@ -111,6 +111,9 @@ func (img *Image) openJournal() (*journal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("journal inode: %w", err)
 	}
+	if !in.isReg() || in.hasInlineData() {
+		return nil, corruptf("journal inode %d is not a regular block-mapped file (mode 0%o, flags 0x%x)", jino, in.mode(), in.flags())
+	}
 	j := &journal{img: img, ino: in}
 	err = img.walkFile(in, func(e fileExtent) error {
 		j.exts = append(j.exts, e)

@@ -11,7 +11,6 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -58,15 +57,31 @@ func jtSnap(img string) (jtTree, error) {
 	return jtSnapImage(im)
 }
 
+// jtSnapImage walks the tree through the image's fs.FS view (fs.WalkDir,
+// fs.Lstat, fs.ReadFile, fs.ReadLink); xattrs, which fs.FS does not carry,
+// come from ListXattr/GetXattr.
 func jtSnapImage(im *ext4edit.Image) (jtTree, error) {
+	fsys := im.FS()
 	t := jtTree{}
-	var walk func(p string, depth int) error
-	walk = func(p string, depth int) error {
-		fi, err := im.Lstat(p)
+	err := fs.WalkDir(fsys, ".", func(name string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		ii := fi.Sys().(*ext4edit.InodeInfo)
+		p := "/"
+		if name != "." {
+			p = "/" + name
+		}
+		if strings.Count(p, "/") > 64 {
+			return fmt.Errorf("%s: tree deeper than 64", p)
+		}
+		fi, err := fs.Lstat(fsys, name)
+		if err != nil {
+			return err
+		}
+		ii, ok := fi.Sys().(*ext4edit.InodeInfo)
+		if !ok {
+			return fmt.Errorf("%s: Sys() is %T", p, fi.Sys())
+		}
 		n := jtNode{Mode: ii.Mode, UID: ii.UID, GID: ii.GID, Size: ii.Size, Links: ii.LinksCount}
 		names, err := im.ListXattr(p)
 		if err != nil {
@@ -86,36 +101,22 @@ func jtSnapImage(im *ext4edit.Image) (jtTree, error) {
 		n.Xattrs = strings.Join(xs, ",")
 		switch {
 		case fi.Mode().IsRegular():
-			b, err := im.ReadFile(p)
+			b, err := fs.ReadFile(fsys, name)
 			if err != nil {
 				return err
 			}
 			n.SHA = jtSHA(b)
 		case fi.Mode()&fs.ModeSymlink != 0:
-			if n.Target, err = im.Readlink(p); err != nil {
+			if n.Target, err = fs.ReadLink(fsys, name); err != nil {
 				return err
 			}
 		case fi.Mode()&fs.ModeDevice != 0:
 			n.Dev = fmt.Sprintf("%d:%d", ii.Major, ii.Minor)
 		}
 		t[p] = n
-		if fi.IsDir() {
-			if depth > 64 {
-				return fmt.Errorf("%s: tree deeper than 64", p)
-			}
-			ents, err := im.ReadDir(p)
-			if err != nil {
-				return err
-			}
-			for _, e := range ents {
-				if err := walk(path.Join(p, e.Name()), depth+1); err != nil {
-					return err
-				}
-			}
-		}
 		return nil
-	}
-	return t, walk("/", 0)
+	})
+	return t, err
 }
 
 // jtDiff lists up to max differences between two trees ("" when equal).
@@ -264,17 +265,6 @@ func jtDigest(p string) string {
 		off = hole
 	}
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-// jtFileSHA is the sha256 of a whole host file.
-func jtFileSHA(t testing.TB, p string) string {
-	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
 }
 
 // jtPattern is deterministic file content.

@@ -7,6 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
 )
 
 func TestLock(t *testing.T) {
@@ -71,4 +74,22 @@ func TestLock(t *testing.T) {
 	if err := unlockFile(c); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestLockTimeout(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "img")
+	require.NoError(t, os.WriteFile(p, nil, 0o644))
+	a, err := os.OpenFile(p, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer a.Close()
+	require.NoError(t, lockFile(a, true))
+	b, err := os.OpenFile(p, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer b.Close()
+	start := time.Now()
+	err = lockWithin(b, true, 150*time.Millisecond)
+	require.ErrorIs(t, err, ErrLocked)
+	require.GreaterOrEqual(t, time.Since(start), 150*time.Millisecond, "waits for the timeout")
+	go func() { time.Sleep(50 * time.Millisecond); unlockFile(a) }()
+	require.NoError(t, lockWithin(b, true, 2*time.Second), "gets the lock once the holder lets go")
 }

@@ -8,8 +8,10 @@ package ext4edit_test
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/banger/ext4kit/ext4edit"
@@ -96,5 +98,97 @@ func TestReproReadOnlyReplayFileData(t *testing.T) {
 	rw.Close()
 	if err != nil || !bytes.Equal(got, want) {
 		t.Errorf("after a read-write replay /f is wrong too: %d bytes, %v", len(got), err)
+	}
+}
+
+// TestReproReadFileHugeSize: ReadFile allocated the inode's i_size before
+// reading, so a corrupt i_size (2^62 here) panicked with "makeslice: len
+// out of range". Fixed with a bounds check in ReadFile (i_size beyond
+// 2^32 blocks is ErrCorrupt). Sizes below that bound but beyond memory
+// still make ReadFile fail to allocate, as os.ReadFile would.
+func TestReproReadFileHugeSize(t *testing.T) {
+	testimg.Require(t, "mke2fs", "debugfs")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "f"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img := testimg.MkfsFromDir(t, dir, "i.img", "8M", src, "-b", "1024", "-O", "^metadata_csum")
+	m := coReImap.FindStringSubmatch(testimg.Debugfs(t, img, "imap /f"))
+	if m == nil {
+		t.Fatal("debugfs imap /f: no location")
+	}
+	blk, _ := strconv.ParseInt(m[1], 10, 64)
+	off, _ := strconv.ParseInt(m[2], 16, 64)
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b [4]byte
+	coPut32(b[:], 0, 0)
+	f.WriteAt(b[:], blk*1024+off+0x4) // i_size_lo
+	coPut32(b[:], 0, 1<<30)
+	f.WriteAt(b[:], blk*1024+off+0x6C) // i_size_high: 2^62 bytes
+	f.Close()
+	im, err := ext4edit.Open(img, &ext4edit.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	defer func() {
+		if p := recover(); p != nil {
+			t.Fatalf("ReadFile panics on a corrupt i_size: %v", p)
+		}
+	}()
+	if _, err := im.ReadFile("/f"); !errors.Is(err, ext4edit.ErrCorrupt) {
+		t.Errorf("ReadFile with i_size 2^62: %v; want ErrCorrupt", err)
+	}
+}
+
+// TestReproFailedWriteOrphansOpenFile: WriteFile on a file that has an
+// open File truncates it (orphaning the File: its data is to be dropped at
+// Close), then fails with ErrNoSpace and is rolled back; the orphaning is
+// not rolled back, so File.Close silently drops the data written through
+// it (and returns nil). Found by FuzzEdits (seed orphan-rollback).
+func TestReproFailedWriteOrphansOpenFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "i.img")
+	img, err := ext4edit.Create(p, 4<<20, &ext4edit.CreateOptions{BlockSize: 1024, NoJournal: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := img.WriteFile("/b", []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ { // fill the image
+		if err := img.WriteFile("/fill"+strconv.Itoa(i), make([]byte, 256<<10), 0o644); err != nil {
+			if !errors.Is(err, ext4edit.ErrNoSpace) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	f, err := img.Create("/b", 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Repeat([]byte("x"), 5000)
+	if _, err := f.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.WriteFile("/b", make([]byte, 1<<20), 0o644); !errors.Is(err, ext4edit.ErrNoSpace) {
+		t.Fatalf("WriteFile on a full image: %v, want ErrNoSpace", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := img.ReadFile("/b")
+	if err != nil || !bytes.Equal(got, want) {
+		t.Errorf("/b holds %d bytes (%v) after a failed (rolled back) WriteFile; want the %d bytes written through the open File", len(got), err, len(want))
+	}
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -108,7 +108,7 @@ func open(path string, o Options) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	img := &Image{f: f, dev: f, path: path, ro: o.ReadOnly, opts: o, off: o.Offset, now: o.Now}
+	img := &Image{f: f, dev: fileDevice{f}, path: path, ro: o.ReadOnly, opts: o, off: o.Offset, now: o.Now}
 	if img.now == nil {
 		img.now = time.Now
 	}

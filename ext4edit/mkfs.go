@@ -420,7 +420,7 @@ func mkfs(path string, size int64, o *CreateOptions) error {
 	sb.setFreeInodesCount(g.ipg*g.groups - 10)
 
 	// Root directory, inode 2: written through the editor's own code.
-	img.f, img.dev = f, f
+	img.f, img.dev = f, fileDevice{f}
 	img.now = func() time.Time { return t }
 	img.cache = newBlockCache(img)
 	img.gdtDirty = map[uint32]bool{}

@@ -1,0 +1,8 @@
+//go:build !linux
+
+package ext4edit
+
+import "os"
+
+// fileDevice is the image file as a device; its barrier is fsync.
+type fileDevice struct{ *os.File }

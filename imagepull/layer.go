@@ -72,8 +72,11 @@ type applier struct {
 	// layerPaths holds every path the current layer created or declared,
 	// with its ancestors: an opaque whiteout keeps these.
 	layerPaths map[string]struct{}
-	// dirs remembers directory times until every layer is in.
-	dirs map[string]dirTimes
+	// dirs remembers directory times until every layer is in; implicit
+	// holds directories made because a layer did not list them (they get
+	// the base time unless a layer lists them after all).
+	dirs     map[string]dirTimes
+	implicit map[string]struct{}
 	// fresh is true while the image holds nothing but what Create made
 	// and the current layer added (the first layer).
 	fresh bool
@@ -97,13 +100,14 @@ func newApplier(img *ext4edit.Image, warnf func(string, ...any), clock *time.Tim
 	}
 	*clock = base
 	return &applier{
-		img:   img,
-		warnf: warnf,
-		dirs:  map[string]dirTimes{},
-		fresh: true,
-		buf:   make([]byte, 256<<10),
-		clock: clock,
-		base:  base,
+		img:      img,
+		warnf:    warnf,
+		dirs:     map[string]dirTimes{},
+		implicit: map[string]struct{}{"/": {}},
+		fresh:    true,
+		buf:      make([]byte, 256<<10),
+		clock:    clock,
+		base:     base,
 	}
 }
 
@@ -353,6 +357,12 @@ func (a *applier) clear(p string) error {
 // parents creates the missing parents of p (a layer need not list them).
 func (a *applier) parents(p string) error {
 	d := path.Dir(p)
+	for q := d; q != "/"; q = path.Dir(q) {
+		if _, ok := a.implicit[q]; ok {
+			break
+		}
+		a.implicit[q] = struct{}{}
+	}
 	t := *a.clock
 	*a.clock = a.base
 	err := a.img.MkdirAll(d, 0o755)
@@ -698,6 +708,11 @@ func (a *applier) link(p string, hdr *tar.Header) error {
 // later changed them).
 func (a *applier) finish() error {
 	*a.clock = a.base
+	for p := range a.implicit {
+		if _, ok := a.dirs[p]; !ok {
+			a.dirs[p] = dirTimes{atime: a.base, mtime: a.base}
+		}
+	}
 	paths := make([]string, 0, len(a.dirs))
 	for p := range a.dirs {
 		paths = append(paths, p)

@@ -57,6 +57,7 @@ import (
 	"time"
 
 	"github.com/banger/ext4kit/ext4edit"
+	"github.com/banger/ext4kit/imagepull"
 	"github.com/banger/ext4kit/internal/testimg"
 )
 
@@ -196,6 +197,20 @@ type crScenario struct {
 	name    string
 	prepare func(t *testing.T, dir string, mkfsOpts []string) string
 	edit    func(img *ext4edit.Image) error
+}
+
+// crImagepullInject runs the real imagepull.InjectGuestAgents (with the
+// real agent binary, built once) on an empty image.
+func crImagepullInject(agent string) crScenario {
+	return crScenario{
+		name: "imagepull-inject",
+		prepare: func(t *testing.T, dir string, opts []string) string {
+			return testimg.Mkfs(t, dir, "pristine.img", "64M", opts...)
+		},
+		edit: func(img *ext4edit.Image) error {
+			return imagepull.InjectGuestAgents(img, imagepull.InjectOptions{AgentPath: agent})
+		},
+	}
 }
 
 // crInject is an InjectGuestAgents-like session on an empty image.
@@ -407,10 +422,12 @@ func TestCrashSweep(t *testing.T) {
 		testimg.RequireKernelMount(t)
 		kernel = true
 	})
+	agent := testimg.AgentBinary(t)
+	defer testimg.CleanupBuilds()
 	total := 0
 	start := time.Now()
 	for _, v := range crVariants() {
-		for _, sc := range []crScenario{crInject(), crChurn()} {
+		for _, sc := range []crScenario{crInject(), crChurn(), crImagepullInject(agent)} {
 			t.Run(v.name+"/"+sc.name, func(t *testing.T) {
 				total += crSweep(t, sc, v, kernel)
 			})

@@ -42,20 +42,10 @@ func (img *Image) blockBitmap(g uint32) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !cached && img.sb.metadataCsum() {
-		n := img.bpg / 8
-		want := uint32(le16(img.gd(g).b, bgBlockBitmapCsumLo))
-		got := crc32cRaw(img.csumSeed, buf[:n])
-		if img.descSize >= 64 {
-			want |= uint32(le16(img.gd(g).b, bgBlockBitmapCsumHi)) << 16
-		} else {
-			got &= 0xFFFF
-		}
-		if got != want {
-			delete(img.cache.blocks, blk)
-			img.cache.clean--
-			return nil, corruptf("group %d block bitmap (block %d) checksum mismatch", g, blk)
-		}
+	if !cached && !img.bitmapCsumOK(g, buf[:img.bpg/8], bgBlockBitmapCsumLo, bgBlockBitmapCsumHi) {
+		delete(img.cache.blocks, blk)
+		img.cache.clean--
+		return nil, corruptf("group %d block bitmap (block %d) checksum mismatch", g, blk)
 	}
 	return buf, nil
 }
@@ -99,19 +89,10 @@ func (img *Image) inodeBitmap(g uint32) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !cached && img.sb.metadataCsum() {
-		want := uint32(le16(img.gd(g).b, bgInodeBitmapCsumLo))
-		got := crc32cRaw(img.csumSeed, buf[:img.ipg/8])
-		if img.descSize >= 64 {
-			want |= uint32(le16(img.gd(g).b, bgInodeBitmapCsumHi)) << 16
-		} else {
-			got &= 0xFFFF
-		}
-		if got != want {
-			delete(img.cache.blocks, blk)
-			img.cache.clean--
-			return nil, corruptf("group %d inode bitmap (block %d) checksum mismatch", g, blk)
-		}
+	if !cached && !img.bitmapCsumOK(g, buf[:img.ipg/8], bgInodeBitmapCsumLo, bgInodeBitmapCsumHi) {
+		delete(img.cache.blocks, blk)
+		img.cache.clean--
+		return nil, corruptf("group %d inode bitmap (block %d) checksum mismatch", g, blk)
 	}
 	return buf, nil
 }
@@ -127,6 +108,24 @@ func (img *Image) inodeBitmapW(g uint32) ([]byte, error) {
 	img.inodeBitmapDirty[g] = true
 	img.gdW(g)
 	return buf, nil
+}
+
+// bitmapCsumOK checks a bitmap against the checksum group g's descriptor
+// stores for it (lo/hi halves; only the low 16 bits in 32-byte
+// descriptors). Without metadata_csum there is nothing to check.
+func (img *Image) bitmapCsumOK(g uint32, bits []byte, loOff, hiOff int) bool {
+	if !img.sb.metadataCsum() {
+		return true
+	}
+	d := img.gd(g)
+	want := uint32(le16(d.b, loOff))
+	got := crc32cRaw(img.csumSeed, bits)
+	if img.descSize >= 64 {
+		want |= uint32(le16(d.b, hiOff)) << 16
+	} else {
+		got &= 0xFFFF
+	}
+	return got == want
 }
 
 func setBit(b []byte, i uint64)       { b[i/8] |= 1 << (i % 8) }

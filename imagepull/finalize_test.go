@@ -57,12 +57,12 @@ func TestFinalizeCustomSteps(t *testing.T) {
 
 func TestOwnershipStepEmptyTable(t *testing.T) {
 	imgPath := testimg.Mkfs(t, t.TempDir(), "root.img", "32M")
-	sum := testimg.Sha256File(t, imgPath)
+	sum := testimg.SHA256File(t, imgPath)
 	img, err := ext4edit.Open(imgPath, nil)
 	require.NoError(t, err)
 	require.NoError(t, Finalize(img, OwnershipStep(nil), OwnershipStep(OwnershipTable{})))
 	require.NoError(t, img.Close())
-	require.Equal(t, sum, testimg.Sha256File(t, imgPath))
+	require.Equal(t, sum, testimg.SHA256File(t, imgPath))
 }
 
 func TestDefaultFinalize(t *testing.T) {
@@ -73,13 +73,13 @@ func TestDefaultFinalize(t *testing.T) {
 	require.NoError(t, err)
 
 	t.Run("bad agent: nothing is written, ownership included", func(t *testing.T) {
-		sum := testimg.Sha256File(t, imgPath)
+		sum := testimg.SHA256File(t, imgPath)
 		img, err := ext4edit.Open(imgPath, nil)
 		require.NoError(t, err)
 		err = Finalize(img, DefaultFinalize(table, InjectOptions{AgentPath: filepath.Join(t.TempDir(), "banger-vsock-agent")}))
 		require.ErrorIs(t, err, fs.ErrNotExist)
 		require.NoError(t, img.Close())
-		require.Equal(t, sum, testimg.Sha256File(t, imgPath))
+		require.Equal(t, sum, testimg.SHA256File(t, imgPath))
 	})
 
 	t.Run("ownership then agents, one commit", func(t *testing.T) {

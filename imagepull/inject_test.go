@@ -74,7 +74,7 @@ func TestAncestors(t *testing.T) {
 // images); debugfs is asked both.
 func expectAssets(t *testing.T, img, agent string, resolve func(string) string) {
 	t.Helper()
-	agentSum := testimg.Sha256File(t, agent)
+	agentSum := testimg.SHA256File(t, agent)
 	agentInfo, err := os.Stat(agent)
 	require.NoError(t, err)
 	for _, f := range guestassets.Files() {
@@ -390,7 +390,7 @@ func TestInjectRejects(t *testing.T) {
 			} else {
 				imgPath = testimg.Mkfs(t, d, "root.img", "64M")
 			}
-			sum := testimg.Sha256File(t, imgPath)
+			sum := testimg.SHA256File(t, imgPath)
 
 			img, err := ext4edit.Open(imgPath, &ext4edit.Options{ReadOnly: tc.ro})
 			require.NoError(t, err)
@@ -404,7 +404,7 @@ func TestInjectRejects(t *testing.T) {
 			}
 			require.True(t, strings.HasPrefix(err.Error(), "inject guest agents: "), err.Error())
 			require.NoError(t, img.Close())
-			require.Equal(t, sum, testimg.Sha256File(t, imgPath), "the image is byte-identical after the rejection and Close")
+			require.Equal(t, sum, testimg.SHA256File(t, imgPath), "the image is byte-identical after the rejection and Close")
 
 			// The file variant rejects the same way, untouched too.
 			if !tc.ro {
@@ -412,7 +412,7 @@ func TestInjectRejects(t *testing.T) {
 				for _, target := range tc.is {
 					require.ErrorIs(t, err, target)
 				}
-				require.Equal(t, sum, testimg.Sha256File(t, imgPath))
+				require.Equal(t, sum, testimg.SHA256File(t, imgPath))
 			}
 			testimg.RequireClean(t, imgPath)
 		})

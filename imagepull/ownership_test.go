@@ -318,10 +318,10 @@ func TestApplyOwnershipFollowsIntermediateSymlinks(t *testing.T) {
 
 func TestApplyOwnershipRejectsOutOfRange(t *testing.T) {
 	imgPath := testimg.Mkfs(t, t.TempDir(), "root.img", "32M")
-	sum := testimg.Sha256File(t, imgPath)
+	sum := testimg.SHA256File(t, imgPath)
 	img, err := ext4edit.Open(imgPath, nil)
 	require.NoError(t, err)
 	require.ErrorContains(t, ApplyOwnership(img, OwnershipTable{"/": {UID: -1}}), "out of range")
 	require.NoError(t, img.Close())
-	require.Equal(t, sum, testimg.Sha256File(t, imgPath))
+	require.Equal(t, sum, testimg.SHA256File(t, imgPath))
 }

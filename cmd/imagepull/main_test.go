@@ -52,13 +52,13 @@ func TestInject(t *testing.T) {
 	agent := testimg.AgentBinary(t)
 	dir := t.TempDir()
 	img := testimg.Mkfs(t, dir, "root.img", "64M")
-	sum := testimg.Sha256File(t, img)
+	sum := testimg.SHA256File(t, img)
 
 	code, _, stderr := runCLI("inject", "--agent", filepath.Join(dir, "missing"), img)
 	require.Equal(t, 1, code)
 	require.True(t, strings.HasPrefix(stderr, "imagepull inject: inject guest agents: agent binary "), stderr)
 	require.Contains(t, stderr, "not found")
-	require.Equal(t, sum, testimg.Sha256File(t, img))
+	require.Equal(t, sum, testimg.SHA256File(t, img))
 
 	code, _, stderr = runCLI("inject", filepath.Join(dir, "no.img"), "--agent", agent)
 	require.Equal(t, 1, code)

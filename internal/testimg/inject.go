@@ -1,8 +1,6 @@
 package testimg
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"io"
 	"os"
 	"os/exec"
@@ -52,21 +50,6 @@ func CleanupBuilds() {
 	if agentBuild.dir != "" {
 		os.RemoveAll(agentBuild.dir)
 	}
-}
-
-// Sha256File returns the hex SHA-256 of a host file.
-func Sha256File(t testing.TB, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 // CopyFile copies a host file (an image template) to dst.

@@ -14,9 +14,7 @@ package ext4edit_test
 // Images live in TMPDIR; TMPDIR=/dev/shm leaves the disk's fsync latency out.
 
 import (
-	"bytes"
 	"errors"
-	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -28,6 +26,7 @@ import (
 
 	"github.com/banger/ext4kit/ext4edit"
 	"github.com/banger/ext4kit/internal/fixtures"
+	"github.com/banger/ext4kit/internal/testimg"
 )
 
 const benchAgentSize = 4 << 20
@@ -114,7 +113,7 @@ func BenchmarkLibraryInject(b *testing.B) {
 		b.Skip("mkfs.ext4 not found: BenchmarkLibraryInject needs e2fsprogs to make its images")
 	}
 	dir := b.TempDir()
-	if err := benchSparseCopy(os.Args[0], filepath.Join(dir, "probe")); err != nil {
+	if err := testimg.SparseCopySynced(os.Args[0], filepath.Join(dir, "probe")); err != nil {
 		b.Skipf("cp --sparse=always does not work here (GNU coreutils needed to copy sparse images): %v", err)
 	}
 	assets := map[string][]byte{}
@@ -133,14 +132,14 @@ func BenchmarkLibraryInject(b *testing.B) {
 		bytes int64
 	}{{"1GiB", 1 << 30}, {"1TiB", 1 << 40}} {
 		pristine := filepath.Join(dir, size.name+".ext4")
-		if err := benchMkfs(mkfs, pristine, size.bytes); err != nil {
+		if err := testimg.MkfsLazy(mkfs, pristine, size.bytes); err != nil {
 			b.Skipf("making the %s sparse image: %v", size.name, err)
 		}
 		work := filepath.Join(dir, "work.ext4")
 		b.Run(size.name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
-				if err := benchSparseCopy(pristine, work); err != nil {
+				if err := testimg.SparseCopySynced(pristine, work); err != nil {
 					b.Fatal(err)
 				}
 				b.StartTimer()
@@ -171,44 +170,4 @@ func BenchmarkLibraryInject(b *testing.B) {
 			}
 		})
 	}
-}
-
-// benchMkfs formats a sparse file of size bytes; the lazy options keep a
-// 1 TiB image to a few MiB of written blocks, cheap to copy.
-func benchMkfs(mkfs, img string, size int64) error {
-	f, err := os.Create(img)
-	if err != nil {
-		return err
-	}
-	err = f.Truncate(size)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	out, err := exec.Command(mkfs, "-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", img).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("mkfs.ext4: %v\n%s", err, out)
-	}
-	return nil
-}
-
-// benchSparseCopy copies src to dst keeping holes and flushes dst, so that
-// a timed fsync writes only what the editor wrote.
-func benchSparseCopy(src, dst string) error {
-	_ = os.Remove(dst)
-	out, err := exec.Command("cp", "--sparse=always", "--reflink=auto", src, dst).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("cp --sparse=always %s: %v: %s", src, err, bytes.TrimSpace(out))
-	}
-	f, err := os.OpenFile(dst, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

@@ -24,7 +24,6 @@ package main
 
 import (
 	"bytes"
-	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -38,6 +37,7 @@ import (
 	"github.com/banger/ext4kit/ext4edit"
 	"github.com/banger/ext4kit/ext4edit/script"
 	"github.com/banger/ext4kit/internal/fixtures"
+	"github.com/banger/ext4kit/internal/testimg"
 )
 
 // benchAgentSize stands in for the static Go vsock agent binary.
@@ -129,7 +129,7 @@ func BenchmarkInject(b *testing.B) {
 		}
 	}
 	dir := b.TempDir()
-	if err := sparseCopy(os.Args[0], filepath.Join(dir, "probe")); err != nil {
+	if err := testimg.SparseCopySynced(os.Args[0], filepath.Join(dir, "probe")); err != nil {
 		b.Skipf("cp --sparse=always does not work here (GNU coreutils needed to copy sparse images): %v", err)
 	}
 
@@ -171,7 +171,7 @@ func BenchmarkInject(b *testing.B) {
 		bytes int64
 	}{{"1GiB", 1 << 30}, {"1TiB", 1 << 40}} {
 		pristine := filepath.Join(dir, size.name+".ext4")
-		if err := makeImage(mkfs, pristine, size.bytes); err != nil {
+		if err := testimg.MkfsLazy(mkfs, pristine, size.bytes); err != nil {
 			b.Skipf("making the %s sparse image: %v", size.name, err)
 		}
 		work := filepath.Join(dir, "work.ext4")
@@ -237,7 +237,7 @@ func runCase(b *testing.B, pristine, work string, judge func(*testing.B), op fun
 	var cpu time.Duration
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		if err := sparseCopy(pristine, work); err != nil {
+		if err := testimg.SparseCopySynced(pristine, work); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
@@ -278,46 +278,4 @@ func processCPU(cmd *exec.Cmd) time.Duration {
 		return 0
 	}
 	return cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
-}
-
-// makeImage makes a sparse file of size bytes and formats it. The lazy
-// options keep a 1 TiB image to a few MiB of written blocks, so copying it
-// per iteration is cheap.
-func makeImage(mkfs, img string, size int64) error {
-	f, err := os.Create(img)
-	if err != nil {
-		return err
-	}
-	err = f.Truncate(size)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	out, err := exec.Command(mkfs, "-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", img).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("mkfs.ext4: %v\n%s", err, out)
-	}
-	return nil
-}
-
-// sparseCopy copies src to dst keeping holes (and sharing blocks where the
-// filesystem can reflink) and flushes dst to disk.
-func sparseCopy(src, dst string) error {
-	_ = os.Remove(dst)
-	out, err := exec.Command("cp", "--sparse=always", "--reflink=auto", src, dst).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("cp --sparse=always %s: %v: %s", src, err, bytes.TrimSpace(out))
-	}
-	// Flush the copy, so that a timed fsync writes only what the tool wrote.
-	f, err := os.OpenFile(dst, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

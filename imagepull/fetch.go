@@ -432,11 +432,8 @@ func fetchLayout(s string, opts FetchOptions) (*Fetched, error) {
 		if err != nil {
 			return nil, err
 		}
-		raw, err := sub.RawManifest()
+		raw, err := checkedRaw(sub.RawManifest, desc, "index")
 		if err != nil {
-			return nil, err
-		}
-		if err := checkBytes(raw, desc.Digest, desc.Size, "index"); err != nil {
 			return nil, err
 		}
 		subm, err := v1.ParseIndexManifest(bytes.NewReader(raw))
@@ -457,11 +454,7 @@ func fetchLayout(s string, opts FetchOptions) (*Fetched, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw, err := img.RawManifest()
-	if err != nil {
-		return nil, err
-	}
-	if err := checkBytes(raw, desc.Digest, desc.Size, "manifest"); err != nil {
+	if _, err := checkedRaw(img.RawManifest, desc, "manifest"); err != nil {
 		return nil, err
 	}
 	f, err := fromImage(img, opts, func(d v1.Descriptor) (io.ReadCloser, error) {
@@ -668,6 +661,19 @@ func sha256Hash(b []byte) v1.Hash {
 }
 
 // checkBytes verifies b against a descriptor's digest and size.
+// checkedRaw fetches a manifest's raw bytes and verifies them against the
+// descriptor that named them.
+func checkedRaw(get func() ([]byte, error), d v1.Descriptor, what string) ([]byte, error) {
+	raw, err := get()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkBytes(raw, d.Digest, d.Size, what); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
 func checkBytes(b []byte, want v1.Hash, size int64, what string) error {
 	h, err := newHash(want)
 	if err != nil {

@@ -215,4 +215,4 @@ if ! e2fsck -fn "$img" >"$work/fsck.log" 2>&1; then
 fi
 gzip -n -9 -c "$img" >"$out/demo.ext4.gz"
 
-echo "make-fixtures.sh: wrote $out/{demo.ext4.gz,inject.debugfs,assets/} with $(mke2fs -V 2>&1 | head -n1) and $(gzip --version | head -n1)" >&2
+echo "make-fixtures.sh: wrote $out/{demo.ext4.gz,inject.debugfs,assets/} with $(mke2fs -V 2>&1 | sed -n 1p) and $(gzip --version | sed -n 1p)" >&2

@@ -263,7 +263,7 @@ type File struct {
 }
 
 // writeChunk is how much data a File gathers before allocating.
-const writeChunk = 1 << 20
+const writeChunk = 256 << 10
 
 // Create creates or truncates name (O_TRUNC semantics) and returns a File
 // whose Write streams data into newly allocated blocks. Blocks run out ->

@@ -420,6 +420,16 @@ func (img *Image) readBlock(blk uint64, buf []byte) error {
 	return err
 }
 
+// writebackStarter is a device that can start writing a range to stable
+// storage without waiting for it.
+type writebackStarter interface{ startWriteback(off, n int64) }
+
+// writebackMin is the smallest data write whose writeback starts at once:
+// data is written long before the commit that makes it reachable, so by
+// the commit's first barrier most of it is already on disk instead of all
+// of it being queued then. Small writes are left to the barrier.
+const writebackMin = 256 << 10
+
 // writeData writes file data straight to blocks start.. that were free
 // and were allocated by the current operation.
 func (img *Image) writeData(start uint64, p []byte) error {
@@ -436,6 +446,9 @@ func (img *Image) writeData(start uint64, p []byte) error {
 	whole := len(p) / int(img.bs) * int(img.bs)
 	if _, err := img.dev.WriteAt(p[:whole], img.off+int64(start)*int64(img.bs)); err != nil {
 		return err
+	}
+	if wb, ok := img.dev.(writebackStarter); ok && whole >= writebackMin {
+		wb.startWriteback(img.off+int64(start)*int64(img.bs), int64(whole))
 	}
 	if whole == len(p) {
 		return nil

@@ -23,3 +23,14 @@ func (d fileDevice) Sync() error {
 	}
 	return serr
 }
+
+// startWriteback starts writing [off, off+n) back to the disk, without
+// waiting for it (sync_file_range SYNC_FILE_RANGE_WRITE: no durability by
+// itself, the commit's fdatasync still provides that).
+func (d fileDevice) startWriteback(off, n int64) {
+	rc, err := d.File.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) { _ = unix.SyncFileRange(int(fd), off, n, unix.SYNC_FILE_RANGE_WRITE) })
+}

@@ -1,6 +1,7 @@
 package ext4edit
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/bits"
 )
@@ -219,9 +220,15 @@ func (img *Image) allocInGroup(g uint32, from, n uint64) ([]blockRun, error) {
 	first := img.groupFirstBlock(g)
 	d := img.gd(g)
 	var runs []blockRun
-	i := from
+	// Bits below the hint are in use: start there when from is lower.
+	hint := uint64(img.blockHint[g])
+	i := max(from, hint)
 	for i < limit && n > 0 {
-		// Skip full bytes quickly.
+		// Skip full words and bytes quickly.
+		if i%64 == 0 && i+64 <= limit && binary.LittleEndian.Uint64(bm[i/8:]) == ^uint64(0) {
+			i += 64
+			continue
+		}
 		if i%8 == 0 && bm[i/8] == 0xFF {
 			i += 8
 			continue
@@ -243,6 +250,9 @@ func (img *Image) allocInGroup(g uint32, from, n uint64) ([]blockRun, error) {
 		i = j
 	}
 	if len(runs) == 0 {
+		if from <= hint {
+			img.setBlockHint(g, i)
+		}
 		return nil, nil
 	}
 	wbm, err := img.blockBitmapW(g)
@@ -262,7 +272,26 @@ func (img *Image) allocInGroup(g uint32, from, n uint64) ([]blockRun, error) {
 	}
 	wd.setFreeBlocks(wd.freeBlocks() - uint32(total))
 	img.sb.setFreeBlocksCount(img.sb.freeBlocksCount() - min(total, img.sb.freeBlocksCount()))
+	if from <= hint {
+		// The scan began at the hint and took every free bit it met.
+		img.setBlockHint(g, i)
+	}
 	return runs, nil
+}
+
+// setBlockHint records that group g's bits below i are in use.
+func (img *Image) setBlockHint(g uint32, i uint64) {
+	if img.blockHint == nil {
+		img.blockHint = map[uint32]uint32{}
+	}
+	img.blockHint[g] = uint32(i)
+}
+
+// forgetAllocHints drops the allocation hints (bits they cover may be
+// free again: a rollback, frees returning to the bitmaps).
+func (img *Image) forgetAllocHints() {
+	clear(img.blockHint)
+	clear(img.inodeHint)
 }
 
 // checkNotMeta is a last guard: a run the bitmap calls free must not cover
@@ -289,6 +318,7 @@ func (img *Image) freeBlocks(start, n uint64) {
 // applyPendingFrees releases the session's unlinked inodes and returns
 // the released blocks to the bitmaps.
 func (img *Image) applyPendingFrees() error {
+	img.forgetAllocHints()
 	for _, ino := range img.pendingInodeFrees {
 		if err := img.freeInode(ino); err != nil {
 			return err
@@ -338,7 +368,9 @@ func (img *Image) allocInode(goal uint32, dir bool) (uint32, error) {
 		if err != nil {
 			return 0, err
 		}
-		idx := firstZero(bm, uint64(img.ipg))
+		// Inodes below the hint are in use.
+		hint := img.inodeHint[g]
+		idx := firstZero(bm, uint64(hint), uint64(img.ipg))
 		if idx < 0 {
 			return 0, corruptf("group %d inode bitmap full but free count %d", g, img.gd(g).freeInodes())
 		}
@@ -349,6 +381,10 @@ func (img *Image) allocInode(goal uint32, dir bool) (uint32, error) {
 		if err := img.claimInode(g, uint32(idx), dir); err != nil {
 			return 0, err
 		}
+		if img.inodeHint == nil {
+			img.inodeHint = map[uint32]uint32{}
+		}
+		img.inodeHint[g] = uint32(idx) + 1
 		return uint32(ino), nil
 	}
 	return 0, fmt.Errorf("%w: no free inodes", ErrNoSpace)
@@ -391,8 +427,10 @@ func (img *Image) claimInode(g, idx uint32, dir bool) error {
 	return nil
 }
 
-func firstZero(bm []byte, limit uint64) int64 {
-	for i := uint64(0); i < limit; i += 8 {
+// firstZero is the first clear bit of bm in [from, limit), or -1; from is
+// a multiple of 8 or rounded down to one.
+func firstZero(bm []byte, from, limit uint64) int64 {
+	for i := from &^ 7; i < limit; i += 8 {
 		if bm[i/8] != 0xFF {
 			j := i + uint64(bits.TrailingZeros8(^bm[i/8]))
 			if j < limit {
@@ -416,6 +454,7 @@ func (img *Image) releaseInode(ino uint32, dir bool) error {
 		return corruptf("freeing inode %d that is already free", ino)
 	}
 	clearBit(bm, uint64(idx))
+	delete(img.inodeHint, g)
 	d := img.gdW(g)
 	d.setFreeInodes(d.freeInodes() + 1)
 	if dir && d.usedDirs() > 0 {

@@ -27,6 +27,26 @@ type Options struct {
 	// Now, when set, supplies the timestamps of created and changed inodes
 	// (for reproducible images). Default time.Now.
 	Now func() time.Time
+	// NoUndo turns off the rollback of failed operations, for builders
+	// that throw the image away on any error (imagepull.BuildExt4): every
+	// operation otherwise snapshots each block, descriptor and the
+	// superblock before it first changes them, which is a large part of
+	// the cost of creating a small file. An operation that fails before
+	// changing anything (a name that exists, a missing parent, no space
+	// found up front) still leaves the image as it was; one that fails
+	// part way makes every later edit and the commit fail with
+	// ErrPartialEdit, and Close then only closes the file.
+	NoUndo bool
+	// Scratch says the image file is private to this process until Close
+	// returns: nothing mounts, reads or publishes it before (a builder's
+	// temporary file, renamed into place after Close and removed on any
+	// error). Commits then skip crash safety: no journal transaction, no
+	// ordering barriers; Sync writes the dirty metadata home without
+	// flushing it, and Close flushes everything once (fdatasync). The
+	// image is as valid (e2fsck -fn clean) after Close as with a
+	// journaled commit, but a crash before Close returns leaves a file to
+	// throw away.
+	Scratch bool
 }
 
 // InodeInfo is what FileInfo.Sys returns: the raw inode fields behind a name.
@@ -60,6 +80,39 @@ type Attr struct {
 	LinksCount *uint16
 	Generation *uint32
 	Flags      *uint32
+}
+
+// merge copies the fields of a that are set into attr (the values, so
+// the caller may reuse what a points at).
+func (attr *Attr) merge(a Attr) {
+	cp := func(dst **time.Time, src *time.Time) {
+		if src != nil {
+			v := *src
+			*dst = &v
+		}
+	}
+	cp32 := func(dst **uint32, src *uint32) {
+		if src != nil {
+			v := *src
+			*dst = &v
+		}
+	}
+	cp16 := func(dst **uint16, src *uint16) {
+		if src != nil {
+			v := *src
+			*dst = &v
+		}
+	}
+	cp16(&attr.Mode, a.Mode)
+	cp32(&attr.UID, a.UID)
+	cp32(&attr.GID, a.GID)
+	cp(&attr.Atime, a.Atime)
+	cp(&attr.Mtime, a.Mtime)
+	cp(&attr.Ctime, a.Ctime)
+	cp(&attr.Crtime, a.Crtime)
+	cp16(&attr.LinksCount, a.LinksCount)
+	cp32(&attr.Generation, a.Generation)
+	cp32(&attr.Flags, a.Flags)
 }
 
 // Unix file type bits of i_mode.

@@ -23,8 +23,40 @@ type cblock struct {
 	dirty bool
 	kind  blockKind
 	// fresh: allocated since the last commit, so nothing on disk points at
-	// it yet; a journal-less commit writes such blocks first.
+	// it yet; commits write such blocks first.
 	fresh bool
+	// zeroOnDisk: the block read as zeros (often a hole of a sparse image
+	// file, such as a lazily initialised inode table).
+	zeroOnDisk bool
+	// checkedAs and checkedIno: the block's checksum and structure were
+	// verified as a directory leaf or htree node of inode checkedIno. Our
+	// edits keep a checked block valid, so lookups need not verify it
+	// again; new contents (a read, a rollback, a reallocation) clear it.
+	checkedAs  checkKind
+	checkedIno uint32
+	// inodesOK has bit i set when inode slot i of an inode table block
+	// passed its checksum (or was written by us): readInode checks each
+	// inode once. Only blocks of at most 64 slots track it.
+	inodesOK uint64
+}
+
+// checkKind is what a cached block was verified as.
+type checkKind uint8
+
+const (
+	checkedNone checkKind = iota
+	checkedLeaf
+	checkedDxNode
+)
+
+// uncheck forgets what b was verified as (its contents are new).
+func (b *cblock) uncheck() { b.checkedAs, b.checkedIno, b.inodesOK = checkedNone, 0, 0 }
+
+// uncheckAll forgets what every cached block was verified as.
+func (c *blockCache) uncheckAll() {
+	for _, b := range c.blocks {
+		b.uncheck()
+	}
 }
 
 // undoRec remembers a block's state before the current operation first
@@ -48,7 +80,15 @@ type blockCache struct {
 	blocks map[uint64]*cblock
 	undo   map[uint64]undoRec
 	clean  int
+	// spare holds block buffers of finished operations' undo records for
+	// the next operation's: a short-lived process (one CLI request script)
+	// never runs the GC, so without reuse every snapshot faults in fresh
+	// pages.
+	spare [][]byte
 }
+
+// maxSpare bounds the recycled undo buffers.
+const maxSpare = 64
 
 func newBlockCache(img *Image) *blockCache {
 	return &blockCache{img: img, blocks: map[uint64]*cblock{}, undo: map[uint64]undoRec{}}
@@ -65,7 +105,7 @@ func (c *blockCache) get(blk uint64) ([]byte, error) {
 		return nil, err
 	}
 	c.evict()
-	c.blocks[blk] = &cblock{data: buf}
+	c.blocks[blk] = &cblock{data: buf, zeroOnDisk: allZero(buf)}
 	c.clean++
 	return buf, nil
 }
@@ -95,6 +135,7 @@ func (c *blockCache) fresh(blk uint64, kind blockKind) []byte {
 		c.blocks[blk] = b
 	} else {
 		clear(b.data)
+		b.uncheck()
 		if !b.dirty {
 			c.clean--
 		}
@@ -123,6 +164,7 @@ func (c *blockCache) forget(blk uint64) error {
 }
 
 func (c *blockCache) saveUndo(blk uint64, b *cblock) {
+	c.img.opTouched = true
 	if !c.img.opActive {
 		return
 	}
@@ -133,7 +175,14 @@ func (c *blockCache) saveUndo(blk uint64, b *cblock) {
 		c.undo[blk] = undoRec{}
 		return
 	}
-	c.undo[blk] = undoRec{present: true, data: append([]byte(nil), b.data...), dirty: b.dirty, kind: b.kind, fresh: b.fresh}
+	var data []byte
+	if n := len(c.spare); n > 0 && len(b.data) == int(c.img.bs) {
+		data = c.spare[n-1][:copy(c.spare[n-1], b.data)]
+		c.spare = c.spare[:n-1]
+	} else {
+		data = append([]byte(nil), b.data...)
+	}
+	c.undo[blk] = undoRec{present: true, data: data, dirty: b.dirty, kind: b.kind, fresh: b.fresh}
 }
 
 // rollback restores every block the failed operation touched.
@@ -152,6 +201,7 @@ func (c *blockCache) rollback() {
 			c.blocks[blk] = b
 		}
 		b.data, b.dirty, b.kind, b.fresh = u.data, u.dirty, u.kind, u.fresh
+		b.uncheck()
 		if !b.dirty {
 			c.clean++
 		}
@@ -159,7 +209,14 @@ func (c *blockCache) rollback() {
 	clear(c.undo)
 }
 
-func (c *blockCache) endOp() { clear(c.undo) }
+func (c *blockCache) endOp() {
+	for _, u := range c.undo {
+		if u.present && len(c.spare) < maxSpare && len(u.data) == int(c.img.bs) {
+			c.spare = append(c.spare, u.data)
+		}
+	}
+	clear(c.undo)
+}
 
 // evict drops clean blocks when the cache is over its bound.
 func (c *blockCache) evict() {
@@ -201,7 +258,7 @@ func (c *blockCache) dirtyWhere(keep func(*cblock) bool) []uint64 {
 // markClean records that blk's buffer is now on disk.
 func (c *blockCache) markClean(blk uint64) {
 	if b, ok := c.blocks[blk]; ok && b.dirty {
-		b.dirty, b.fresh = false, false
+		b.dirty, b.fresh, b.zeroOnDisk = false, false, false
 		c.clean++
 	}
 }

@@ -145,7 +145,8 @@ type dirent struct {
 }
 
 // parseDirBlock decodes and validates a leaf block's entries the way
-// ext4_check_dir_entry does. Unused entries (ino 0) are included.
+// ext4_check_dir_entry does. Unused entries (ino 0) are included. Edits
+// that rebuild a block use it; lookups scan in place (leafEntries).
 func (img *Image) parseDirBlock(dir *inode, lblk uint64, b []byte) ([]dirent, error) {
 	end := len(b)
 	if img.sb.metadataCsum() && img.hasDirTail(b) {
@@ -154,31 +155,108 @@ func (img *Image) parseDirBlock(dir *inode, lblk uint64, b []byte) ([]dirent, er
 			return nil, corruptf("directory inode %d block %d checksum mismatch", dir.ino, lblk)
 		}
 	}
-	return img.parseEntries(dir, fmt.Sprintf("block %d", lblk), b[:end])
+	return img.parseEntries(dir, dirWhere{n: lblk}, b[:end])
+}
+
+// dirWhere names a region of entries in messages, formatted only when an
+// error needs it.
+type dirWhere struct {
+	inline bool // an inline-data area (n is its index), else block n
+	n      uint64
+}
+
+func (w dirWhere) String() string {
+	if w.inline {
+		return fmt.Sprintf("inline area %d", w.n)
+	}
+	return fmt.Sprintf("block %d", w.n)
 }
 
 // parseEntries decodes the entries packed in region (a leaf block without
 // its tail, or an inline-data area).
-func (img *Image) parseEntries(dir *inode, where string, b []byte) ([]dirent, error) {
-	end := len(b)
+func (img *Image) parseEntries(dir *inode, where dirWhere, b []byte) ([]dirent, error) {
+	if err := img.checkEntries(dir, where, b); err != nil {
+		return nil, err
+	}
 	var out []dirent
+	for off := 0; off < len(b); {
+		rec, ino, name, ft := img.entryAt(b, off)
+		out = append(out, dirent{off: off, rec: rec, ino: ino, name: name, ft: ft})
+		off += rec
+	}
+	return out, nil
+}
+
+// checkEntries validates every entry of region the way
+// ext4_check_dir_entry does.
+func (img *Image) checkEntries(dir *inode, where dirWhere, b []byte) error {
+	end := len(b)
 	for off := 0; off < end; {
 		if off+deName > end {
-			return nil, corruptf("directory inode %d %s: entry at %d runs past the end", dir.ino, where, off)
+			return corruptf("directory inode %d %s: entry at %d runs past the end", dir.ino, where, off)
 		}
 		rec := img.recLen(b, off)
 		nl := img.nameLen(b, off)
 		if rec < deName+4 || rec%4 != 0 || off+rec > end || nl > maxNameLen || direntSize(nl) > rec {
-			return nil, corruptf("directory inode %d %s: bad entry at %d (rec_len %d, name_len %d)", dir.ino, where, off, rec, nl)
+			return corruptf("directory inode %d %s: bad entry at %d (rec_len %d, name_len %d)", dir.ino, where, off, rec, nl)
 		}
-		ino := le32(b, off+deInode)
-		if ino > img.sb.inodesCount() {
-			return nil, corruptf("directory inode %d %s: entry at %d names inode %d", dir.ino, where, off, ino)
+		if ino := le32(b, off+deInode); ino > img.sb.inodesCount() {
+			return corruptf("directory inode %d %s: entry at %d names inode %d", dir.ino, where, off, ino)
 		}
-		out = append(out, dirent{off: off, rec: rec, ino: ino, name: b[off+deName : off+deName+nl], ft: img.fileType(b, off)})
 		off += rec
 	}
-	return out, nil
+	return nil
+}
+
+// entryAt decodes the entry at off of a region checkEntries accepted. A
+// region that changed without being checked again (a bug) still cannot
+// make it loop or read out of range.
+func (img *Image) entryAt(b []byte, off int) (rec int, ino uint32, name []byte, ft uint8) {
+	rec = img.recLen(b, off)
+	if rec < deName+4 || off+rec > len(b) {
+		rec = len(b) - off
+	}
+	nl := min(img.nameLen(b, off), rec-deName)
+	return rec, le32(b, off+deInode), b[off+deName : off+deName+nl], img.fileType(b, off)
+}
+
+// leafEntries returns the region of leaf block b (physical block p, as
+// the cache holds it) where dir's entries are, after checking its
+// checksum tail and entries. A cached block is checked once per owner:
+// every edit of ours keeps it valid and its tail current, and a rollback
+// or a reread starts over.
+func (img *Image) leafEntries(dir *inode, lblk, p uint64, b []byte) ([]byte, error) {
+	end := len(b)
+	tail := img.sb.metadataCsum() && img.hasDirTail(b)
+	if tail {
+		end -= dirTailSize
+	}
+	cb := img.cache.blocks[p]
+	if cb != nil && cb.checkedAs == checkedLeaf && cb.checkedIno == dir.ino && len(cb.data) > 0 && &cb.data[0] == &b[0] {
+		return b[:end], nil
+	}
+	if tail && le32(b, end+8) != crc32cRaw(img.inodeCsumSeed(dir), b[:end]) {
+		return nil, corruptf("directory inode %d block %d checksum mismatch", dir.ino, lblk)
+	}
+	if err := img.checkEntries(dir, dirWhere{n: lblk}, b[:end]); err != nil {
+		return nil, err
+	}
+	if cb != nil && len(cb.data) > 0 && &cb.data[0] == &b[0] {
+		cb.checkedAs, cb.checkedIno = checkedLeaf, dir.ino
+	}
+	return b[:end], nil
+}
+
+// findInLeaf looks name up in a checked leaf region.
+func (img *Image) findInLeaf(r []byte, name []byte) (off int, ino uint32, ft uint8, ok bool) {
+	for off := 0; off < len(r); {
+		rec, ino, n, ft := img.entryAt(r, off)
+		if ino != 0 && len(n) == len(name) && bytes.Equal(n, name) {
+			return off, ino, ft, true
+		}
+		off += rec
+	}
+	return 0, 0, 0, false
 }
 
 // dirBlockCount is the number of blocks of a directory.
@@ -224,7 +302,7 @@ func (img *Image) dirIter(dir *inode, fn func(name []byte, ino uint32, ft uint8)
 	}
 	indexed := dir.flags()&flagIndex != 0
 	for lblk := uint64(0); lblk < n; lblk++ {
-		b, _, err := img.dirBlock(dir, lblk)
+		b, p, err := img.dirBlock(dir, lblk)
 		if err != nil {
 			return err
 		}
@@ -244,14 +322,16 @@ func (img *Image) dirIter(dir *inode, fn func(name []byte, ino uint32, ft uint8)
 		if indexed && img.isDxNodeBlock(b) {
 			continue
 		}
-		ents, err := img.parseDirBlock(dir, lblk, b)
+		r, err := img.leafEntries(dir, lblk, p, b)
 		if err != nil {
 			return err
 		}
-		for _, e := range ents {
-			if e.ino != 0 && !fn(e.name, e.ino, e.ft) {
+		for off := 0; off < len(r); {
+			rec, ino, name, ft := img.entryAt(r, off)
+			if ino != 0 && !fn(name, ino, ft) {
 				return nil
 			}
+			off += rec
 		}
 	}
 	return nil
@@ -282,36 +362,48 @@ func (img *Image) dirLookup(dir *inode, name []byte) (uint32, uint8, error) {
 	return ino, ft, nil
 }
 
-// tryInsert puts an entry into leaf block b if there is room, returning
-// whether it did.
-func (img *Image) tryInsert(dir *inode, lblk uint64, b []byte, name []byte, ino uint32, ft uint8) (bool, error) {
+// tryInsert puts an entry into leaf block b (physical block p) if there
+// is room, returning whether it did.
+func (img *Image) tryInsert(dir *inode, lblk, p uint64, b []byte, name []byte, ino uint32, ft uint8) (bool, error) {
 	if err := img.checkLeafTail(dir, lblk, b); err != nil {
 		return false, err
 	}
-	ents, err := img.parseDirBlock(dir, lblk, b)
+	r, err := img.leafEntries(dir, lblk, p, b)
 	if err != nil {
 		return false, err
 	}
-	need := direntSize(len(name))
-	for _, e := range ents {
-		used := 0
-		if e.ino != 0 {
-			used = direntSize(len(e.name))
-		}
-		if e.rec-used < need {
-			continue
-		}
-		if e.ino == 0 {
-			img.setEntry(b, e.off, ino, name, ft)
-			return true, nil
-		}
-		img.setRecLen(b, e.off, used)
-		no := e.off + used
-		img.setEntry(b, no, ino, name, ft)
-		img.setRecLen(b, no, e.rec-used)
+	off, used, rec, ok := img.roomIn(r, len(name))
+	if !ok {
+		return false, nil
+	}
+	if used == 0 {
+		img.setEntry(b, off, ino, name, ft)
 		return true, nil
 	}
-	return false, nil
+	img.setRecLen(b, off, used)
+	no := off + used
+	img.setEntry(b, no, ino, name, ft)
+	img.setRecLen(b, no, rec-used)
+	return true, nil
+}
+
+// roomIn finds the first entry of a checked leaf region with room for a
+// name of nameLen bytes after its own: its offset, the bytes it uses (0
+// for an unused entry) and its rec_len.
+func (img *Image) roomIn(r []byte, nameLen int) (off, used, rec int, ok bool) {
+	need := direntSize(nameLen)
+	for off := 0; off < len(r); {
+		rec, ino, name, _ := img.entryAt(r, off)
+		used := 0
+		if ino != 0 {
+			used = direntSize(len(name))
+		}
+		if rec-used >= need {
+			return off, used, rec, true
+		}
+		off += rec
+	}
+	return 0, 0, 0, false
 }
 
 // checkLeafTail refuses to edit a leaf of a checksummed filesystem that
@@ -323,21 +415,24 @@ func (img *Image) checkLeafTail(dir *inode, lblk uint64, b []byte) error {
 	return nil
 }
 
-// dirBlockW returns logical block lblk of dir for modification.
-func (img *Image) dirBlockW(dir *inode, lblk uint64) ([]byte, error) {
+// dirBlockW returns logical block lblk of dir for modification, and its
+// physical block.
+func (img *Image) dirBlockW(dir *inode, lblk uint64) ([]byte, uint64, error) {
 	_, p, err := img.dirBlock(dir, lblk)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return img.cache.getW(p, kindDir)
+	b, err := img.cache.getW(p, kindDir)
+	return b, p, err
 }
 
 // dirAppendBlock adds an empty block at the end of dir and returns it
-// (zeroed, dirty) with its logical number. The caller fills it.
-func (img *Image) dirAppendBlock(dir *inode) ([]byte, uint64, error) {
+// (zeroed, dirty) with its logical and physical numbers. The caller fills
+// it.
+func (img *Image) dirAppendBlock(dir *inode) ([]byte, uint64, uint64, error) {
 	n, err := img.dirBlockCount(dir)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	goal := uint64(0)
 	if n > 0 {
@@ -350,14 +445,14 @@ func (img *Image) dirAppendBlock(dir *inode) ([]byte, uint64, error) {
 	}
 	runs, err := img.allocBlocks(goal, 1)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	p := runs[0].start
 	if err := img.mapAppend(dir, n, p, 1); err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	dir.setSize(dir.size() + uint64(img.bs))
-	return img.cache.fresh(p, kindDir), n, nil
+	return img.cache.fresh(p, kindDir), n, p, nil
 }
 
 // initLeaf makes b an empty leaf: one unused entry and the tail.
@@ -386,18 +481,18 @@ func (img *Image) dirAdd(dir *inode, name []byte, ino uint32, ft uint8) error {
 		return err
 	}
 	for lblk := uint64(0); lblk < n; lblk++ {
-		b, _, err := img.dirBlock(dir, lblk)
+		b, p, err := img.dirBlock(dir, lblk)
 		if err != nil {
 			return err
 		}
-		if !img.blockHasRoom(dir, lblk, b, len(name)) {
+		if !img.blockHasRoom(dir, lblk, p, b, len(name)) {
 			continue
 		}
-		wb, err := img.dirBlockW(dir, lblk)
+		wb, p, err := img.dirBlockW(dir, lblk)
 		if err != nil {
 			return err
 		}
-		ok, err := img.tryInsert(dir, lblk, wb, name, ino, ft)
+		ok, err := img.tryInsert(dir, lblk, p, wb, name, ino, ft)
 		if err != nil {
 			return err
 		}
@@ -414,12 +509,12 @@ func (img *Image) dirAdd(dir *inode, name []byte, ino uint32, ft uint8) error {
 		}
 		return img.dxAdd(dir, name, ino, ft)
 	}
-	b, lblk, err := img.dirAppendBlock(dir)
+	b, lblk, p, err := img.dirAppendBlock(dir)
 	if err != nil {
 		return err
 	}
 	img.initLeaf(dir, b)
-	if ok, err := img.tryInsert(dir, lblk, b, name, ino, ft); err != nil || !ok {
+	if ok, err := img.tryInsert(dir, lblk, p, b, name, ino, ft); err != nil || !ok {
 		return fmt.Errorf("internal error: entry does not fit an empty block: %v", err)
 	}
 	img.setDirTail(dir, b)
@@ -427,22 +522,13 @@ func (img *Image) dirAdd(dir *inode, name []byte, ino uint32, ft uint8) error {
 }
 
 // blockHasRoom checks quickly, without dirtying, whether an entry fits.
-func (img *Image) blockHasRoom(dir *inode, lblk uint64, b []byte, nameLen int) bool {
-	ents, err := img.parseDirBlock(dir, lblk, b)
+func (img *Image) blockHasRoom(dir *inode, lblk, p uint64, b []byte, nameLen int) bool {
+	r, err := img.leafEntries(dir, lblk, p, b)
 	if err != nil {
 		return true // let the write path report the corruption
 	}
-	need := direntSize(nameLen)
-	for _, e := range ents {
-		used := 0
-		if e.ino != 0 {
-			used = direntSize(len(e.name))
-		}
-		if e.rec-used >= need {
-			return true
-		}
-	}
-	return false
+	_, _, _, ok := img.roomIn(r, nameLen)
+	return ok
 }
 
 // checkDirWritable refuses directories whose layout we do not write.
@@ -458,15 +544,23 @@ func (img *Image) checkDirWritable(dir *inode) error {
 	return nil
 }
 
-// removeFromLeaf unlinks the entry at off in block b.
-func (img *Image) removeFromLeaf(dir *inode, b []byte, ents []dirent, i int) {
-	e := ents[i]
-	if i > 0 {
-		p := ents[i-1]
-		img.setRecLen(b, p.off, p.rec+e.rec)
-		clear(b[e.off : e.off+deName+len(e.name)])
+// removeFromLeaf unlinks the entry at off in block b (r is its checked
+// entry region): the previous entry absorbs it, or, first in the block,
+// it becomes unused.
+func (img *Image) removeFromLeaf(dir *inode, b, r []byte, off int) {
+	prev := -1
+	for o := 0; o < off; {
+		rec, _, _, _ := img.entryAt(r, o)
+		prev = o
+		o += rec
+	}
+	rec, _, name, _ := img.entryAt(r, off)
+	if prev >= 0 {
+		prec, _, _, _ := img.entryAt(r, prev)
+		img.setRecLen(b, prev, prec+rec)
+		clear(b[off : off+deName+len(name)])
 	} else {
-		put32(b, e.off+deInode, 0)
+		put32(b, off+deInode, 0)
 	}
 	img.setDirTail(dir, b)
 }
@@ -476,38 +570,41 @@ func (img *Image) dirRemove(dir *inode, name []byte) (uint32, error) {
 	if err := img.checkDirWritable(dir); err != nil {
 		return 0, err
 	}
+	// Paths through the name may now lead elsewhere or nowhere.
+	img.forgetDirPaths()
 	n, err := img.dirBlockCount(dir)
 	if err != nil {
 		return 0, err
 	}
 	indexed := dir.flags()&flagIndex != 0
 	try := func(lblk uint64) (uint32, error) {
-		b, _, err := img.dirBlock(dir, lblk)
+		b, p, err := img.dirBlock(dir, lblk)
 		if err != nil {
 			return 0, err
 		}
 		if indexed && (lblk == 0 || img.isDxNodeBlock(b)) {
 			return 0, nil
 		}
-		ents, err := img.parseDirBlock(dir, lblk, b)
+		r, err := img.leafEntries(dir, lblk, p, b)
 		if err != nil {
 			return 0, err
 		}
-		for i, e := range ents {
-			if e.ino != 0 && bytes.Equal(e.name, name) {
-				if err := img.checkLeafTail(dir, lblk, b); err != nil {
-					return 0, err
-				}
-				wb, err := img.dirBlockW(dir, lblk)
-				if err != nil {
-					return 0, err
-				}
-				ents, _ = img.parseDirBlock(dir, lblk, wb)
-				img.removeFromLeaf(dir, wb, ents, i)
-				return e.ino, nil
-			}
+		off, ino, _, ok := img.findInLeaf(r, name)
+		if !ok {
+			return 0, nil
 		}
-		return 0, nil
+		if err := img.checkLeafTail(dir, lblk, b); err != nil {
+			return 0, err
+		}
+		wb, p, err := img.dirBlockW(dir, lblk)
+		if err != nil {
+			return 0, err
+		}
+		if r, err = img.leafEntries(dir, lblk, p, wb); err != nil {
+			return 0, err
+		}
+		img.removeFromLeaf(dir, wb, r, off)
+		return ino, nil
 	}
 	if indexed {
 		leaves, err := img.dxCandidateLeaves(dir, name)
@@ -535,7 +632,7 @@ func (img *Image) dirRemove(dir *inode, name []byte) (uint32, error) {
 
 // dirInit writes the first block of a new directory: "." and "..".
 func (img *Image) dirInit(dir *inode, parent uint32) error {
-	b, _, err := img.dirAppendBlock(dir)
+	b, _, _, err := img.dirAppendBlock(dir)
 	if err != nil {
 		return err
 	}
@@ -552,7 +649,7 @@ func (img *Image) dirSetParent(dir *inode, parent uint32) error {
 	if dir.hasInlineData() {
 		return unsupportedf("inline_data directory (inode %d) cannot be written", dir.ino)
 	}
-	b, err := img.dirBlockW(dir, 0)
+	b, _, err := img.dirBlockW(dir, 0)
 	if err != nil {
 		return err
 	}

@@ -35,6 +35,12 @@ var (
 	ErrInvalidPath  = errors.New("invalid path")
 	ErrTooManyLinks = errors.New("too many links")
 	ErrNameTooLong  = errors.New("file name too long")
+	// ErrPartialEdit: an operation on an image opened with Options.NoUndo
+	// failed after changing part of the in-memory filesystem, which is now
+	// inconsistent. The failing operation's error wraps it besides its
+	// cause; every later edit, Sync and Close's commit fail with it (naming
+	// the first failure). The image must be thrown away.
+	ErrPartialEdit = errors.New("ext4 edit failed part way without rollback (Options.NoUndo)")
 )
 
 // corruptf returns an error wrapping ErrCorrupt with a description of the

@@ -12,3 +12,13 @@ func WrapDevice(img *Image, wrap func(Device) Device) {
 	defer img.mu.Unlock()
 	img.dev = wrap(img.dev)
 }
+
+// SetDeviceHook makes every image Create makes (its mkfs writes included)
+// and Open opens go through hook(path, device) until the returned restore
+// is called. The hook sees every image of the process: it should wrap
+// only the paths it is after and return the device unchanged otherwise.
+func SetDeviceHook(hook func(path string, d Device) Device) (restore func()) {
+	prev := deviceHook
+	deviceHook = hook
+	return func() { deviceHook = prev }
+}

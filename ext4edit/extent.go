@@ -41,9 +41,24 @@ type fileExtent struct {
 
 func (img *Image) extentBlockMax() int { return (int(img.bs) - ehSize) / entrySize }
 
+// extentWhere names an extent tree node in messages, formatted only when
+// an error needs it: inode ino's root, or its block blk.
+type extentWhere struct {
+	ino  uint32
+	blk  uint64
+	root bool
+}
+
+func (w extentWhere) String() string {
+	if w.root {
+		return fmt.Sprintf("inode %d extent root", w.ino)
+	}
+	return fmt.Sprintf("inode %d extent block %d", w.ino, w.blk)
+}
+
 // checkHeader validates a node header; capacity is how many entries the
 // node can physically hold.
-func checkExtentHeader(b []byte, capacity int, depth int, where string) error {
+func checkExtentHeader(b []byte, capacity int, depth int, where extentWhere) error {
 	if le16(b, ehMagic) != extentMagic {
 		return corruptf("%s: bad extent header magic 0x%04x", where, le16(b, ehMagic))
 	}
@@ -99,7 +114,7 @@ func (img *Image) readExtentNode(in *inode, blk uint64, depth int) ([]byte, erro
 	if err != nil {
 		return nil, err
 	}
-	where := fmt.Sprintf("inode %d extent block %d", in.ino, blk)
+	where := extentWhere{ino: in.ino, blk: blk}
 	if err := checkExtentHeader(b, img.extentBlockMax(), depth, where); err != nil {
 		return nil, err
 	}
@@ -119,7 +134,7 @@ func (img *Image) readExtentNode(in *inode, blk uint64, depth int) ([]byte, erro
 // block (for freeing). Logical order and ranges are checked.
 func (img *Image) extentWalk(in *inode, leaf func(fileExtent) error, node func(blk uint64)) error {
 	root := in.iblock()
-	if err := checkExtentHeader(root, rootEntries, -1, fmt.Sprintf("inode %d extent root", in.ino)); err != nil {
+	if err := checkExtentHeader(root, rootEntries, -1, extentWhere{ino: in.ino, root: true}); err != nil {
 		return err
 	}
 	var next uint64 // logical blocks must increase
@@ -172,7 +187,7 @@ func (img *Image) extentWalk(in *inode, leaf func(fileExtent) error, node func(b
 // extentMap finds logical block lblk (0 = hole).
 func (img *Image) extentMap(in *inode, lblk uint64) (uint64, error) {
 	b := in.iblock()
-	if err := checkExtentHeader(b, rootEntries, -1, fmt.Sprintf("inode %d extent root", in.ino)); err != nil {
+	if err := checkExtentHeader(b, rootEntries, -1, extentWhere{ino: in.ino, root: true}); err != nil {
 		return 0, err
 	}
 	for depth := int(le16(b, ehDepth)); ; depth-- {
@@ -340,7 +355,7 @@ func (img *Image) extentAppend(in *inode, lblk, pblk, n uint64) error {
 			blk uint64
 		}
 		root := in.iblock()
-		if err := checkExtentHeader(root, rootEntries, -1, fmt.Sprintf("inode %d extent root", in.ino)); err != nil {
+		if err := checkExtentHeader(root, rootEntries, -1, extentWhere{ino: in.ino, root: true}); err != nil {
 			return err
 		}
 		path := []node{{root, 0}}

@@ -260,6 +260,14 @@ type File struct {
 	// this File was open. Its data is dropped at Close (its blocks freed)
 	// instead of being mapped into an inode that may now be someone else's.
 	orphaned bool
+	// attr and xattrs wait for Close (SetAttr, SetXattr).
+	attr   *Attr
+	xattrs []fileXattr
+}
+
+type fileXattr struct {
+	name  string
+	value []byte
 }
 
 // writeChunk is how much data a File gathers before allocating.
@@ -283,6 +291,78 @@ func (img *Image) Create(name string, perm fs.FileMode) (*File, error) {
 	}
 	img.openFiles = append(img.openFiles, f)
 	return f, nil
+}
+
+// CreateExcl creates name as a new, empty regular file and returns it open
+// for writing, like open(2) with O_CREAT|O_EXCL: it fails with fs.ErrExist
+// when name exists in any form (a final symlink is not followed, dangling
+// or not), and with fs.ErrNotExist when a parent is missing, in both cases
+// before anything changes. It is Create without what an existing name
+// needs (following it, truncating it): a builder that knows a name is new,
+// or clears it first, creates each file in one lookup.
+func (img *Image) CreateExcl(name string, perm fs.FileMode) (*File, error) {
+	f := &File{img: img, name: name}
+	err := img.mutate("create", name, func() error {
+		r, err := img.lookupNew(name)
+		if err != nil {
+			return err
+		}
+		in, err := img.newInode(r.parent.ino, sIFREG|unixMode(perm)&0o7777)
+		if err != nil {
+			return err
+		}
+		in.setLinks(1)
+		if img.newFileUsesExtents() {
+			// An empty extent root, as truncate leaves one.
+			in.setFlags(in.flags() | flagExtents)
+			put16(in.iblock(), ehMagic, extentMagic)
+			put16(in.iblock(), ehMax, rootEntries)
+		}
+		if err := img.dirAdd(r.parent, []byte(r.name), in.ino, ftReg); err != nil {
+			return err
+		}
+		img.touch(r.parent)
+		if err := img.writeInode(r.parent); err != nil {
+			return err
+		}
+		f.ino = in.ino
+		return img.writeInode(in)
+	})
+	if err != nil {
+		return nil, err
+	}
+	img.openFiles = append(img.openFiles, f)
+	return f, nil
+}
+
+// SetAttr records raw inode fields to set at Close, in the operation that
+// maps the file's data (Lsetattr's fields; nil fields are left alone):
+// a builder sets owner, mode and times without another lookup. The type
+// bits of Mode must stay those of a regular file. Later calls override
+// earlier ones field by field.
+func (f *File) SetAttr(a Attr) error {
+	if f.closed {
+		return pathErr("setattr", f.name, fs.ErrClosed)
+	}
+	if a.Mode != nil && *a.Mode&sIFMT != sIFREG {
+		return pathErr("setattr", f.name, fmt.Errorf("%w: mode 0%o is not a regular file's", fs.ErrInvalid, *a.Mode))
+	}
+	if f.attr == nil {
+		f.attr = &Attr{}
+	}
+	f.attr.merge(a)
+	return nil
+}
+
+// SetXattr records an extended attribute to set at Close (as Image's
+// SetXattr does, ctime included), after the SetAttr fields; attributes
+// are set in the order given.
+func (f *File) SetXattr(attr string, value []byte) error {
+	if f.closed {
+		return pathErr("setxattr", f.name, fs.ErrClosed)
+	}
+	f.xattrs = append(f.xattrs, fileXattr{attr, append([]byte{}, value...)})
+	return nil
 }
 
 // Write appends p to the file. Whole blocks go straight from p to newly
@@ -309,7 +389,7 @@ func (f *File) Write(p []byte) (int, error) {
 		f.buf = append(f.buf, p[:take]...)
 		p = p[take:]
 		if len(f.buf) == cap(f.buf) {
-			if err := f.flush(false); err != nil {
+			if err := f.flush(); err != nil {
 				return n - len(p), err
 			}
 		}
@@ -332,7 +412,7 @@ func (f *File) ReadFrom(r io.Reader) (int64, error) {
 		f.buf = f.buf[:len(f.buf)+n]
 		total += int64(n)
 		if len(f.buf) == cap(f.buf) {
-			if ferr := f.flush(false); ferr != nil {
+			if ferr := f.flush(); ferr != nil {
 				return total, ferr
 			}
 		}
@@ -345,13 +425,9 @@ func (f *File) ReadFrom(r io.Reader) (int64, error) {
 	}
 }
 
-// flush writes the whole blocks gathered so far (all of it when final).
-func (f *File) flush(final bool) error {
-	bs := int(f.img.bs)
-	n := len(f.buf) / bs * bs
-	if final {
-		n = len(f.buf)
-	}
+// flush writes the whole blocks gathered so far (Close writes the rest).
+func (f *File) flush() error {
+	n := len(f.buf) / int(f.img.bs) * int(f.img.bs)
 	if n == 0 {
 		return nil
 	}
@@ -362,47 +438,72 @@ func (f *File) flush(final bool) error {
 	return nil
 }
 
-// writeBlocks allocates blocks for data (a partial last block only at the
-// end of the file) and writes it.
+// writeBlocks allocates blocks for data (whole blocks) and writes it.
 func (f *File) writeBlocks(data []byte) error {
+	saved := f.saveExts()
+	err := f.img.mutate("write", f.name, func() error { return f.allocWrite(data, len(data)) })
+	if err != nil {
+		f.restoreExts(saved) // the failed operation's blocks are free again
+	}
+	return err
+}
+
+// savedExts is the File's mapping before an operation that may fail.
+type savedExts struct {
+	n    int
+	last []fileExtent // a copy of the last extent, which allocWrite may grow
+	size uint64
+}
+
+func (f *File) saveExts() savedExts {
+	s := savedExts{n: len(f.exts), size: f.size}
+	if s.n > 0 {
+		s.last = []fileExtent{f.exts[s.n-1]}
+	}
+	return s
+}
+
+func (f *File) restoreExts(s savedExts) {
+	f.exts = append(f.exts[:s.n-len(s.last)], s.last...)
+	f.size = s.size
+}
+
+// allocWrite allocates blocks for data and writes it, inside an
+// operation; the first size bytes of data are the file's (the rest pads
+// the last block with zeros).
+func (f *File) allocWrite(data []byte, size int) error {
 	bs := int(f.img.bs)
 	blocks := uint64((len(data) + bs - 1) / bs)
-	err := f.img.mutate("write", f.name, func() error {
-		// Keep room for the extent tree Close will build.
-		exts := append(append([]fileExtent(nil), f.exts...), fileExtent{lblk: f.nextLblk(), len: blocks})
-		if err := f.img.needBlocks(blocks + f.img.mapOverhead(exts, f.img.newFileUsesExtents())); err != nil {
-			return err
-		}
-		goal := f.img.groupFirstBlock((f.ino - 1) / f.img.ipg)
-		if len(f.exts) > 0 {
-			last := f.exts[len(f.exts)-1]
-			goal = last.pblk + last.len
-		}
-		runs, err := f.img.allocBlocks(goal, blocks)
-		if err != nil {
-			return err
-		}
-		lblk := f.nextLblk()
-		off := 0
-		for _, r := range runs {
-			end := min(off+int(r.len)*bs, len(data))
-			if err := f.img.writeData(r.start, data[off:end]); err != nil {
-				return err
-			}
-			if k := len(f.exts) - 1; k >= 0 && f.exts[k].pblk+f.exts[k].len == r.start && f.exts[k].lblk+f.exts[k].len == lblk {
-				f.exts[k].len += r.len
-			} else {
-				f.exts = append(f.exts, fileExtent{lblk: lblk, pblk: r.start, len: r.len})
-			}
-			lblk += r.len
-			off = end
-		}
-		return nil
-	})
+	// Keep room for the extent tree Close will build.
+	exts := append(append([]fileExtent(nil), f.exts...), fileExtent{lblk: f.nextLblk(), len: blocks})
+	if err := f.img.needBlocks(blocks + f.img.mapOverhead(exts, f.img.newFileUsesExtents())); err != nil {
+		return err
+	}
+	goal := f.img.groupFirstBlock((f.ino - 1) / f.img.ipg)
+	if len(f.exts) > 0 {
+		last := f.exts[len(f.exts)-1]
+		goal = last.pblk + last.len
+	}
+	runs, err := f.img.allocBlocks(goal, blocks)
 	if err != nil {
 		return err
 	}
-	f.size += uint64(len(data))
+	lblk := f.nextLblk()
+	off := 0
+	for _, r := range runs {
+		end := min(off+int(r.len)*bs, len(data))
+		if err := f.img.writeData(r.start, data[off:end]); err != nil {
+			return err
+		}
+		if k := len(f.exts) - 1; k >= 0 && f.exts[k].pblk+f.exts[k].len == r.start && f.exts[k].lblk+f.exts[k].len == lblk {
+			f.exts[k].len += r.len
+		} else {
+			f.exts = append(f.exts, fileExtent{lblk: lblk, pblk: r.start, len: r.len})
+		}
+		lblk += r.len
+		off = end
+	}
+	f.size += uint64(size)
 	return nil
 }
 
@@ -414,37 +515,77 @@ func (f *File) nextLblk() uint64 {
 	return l.lblk + l.len
 }
 
-// Close finishes the file: its blocks are mapped and its size set.
+// Close finishes the file: the buffered tail is written, the blocks are
+// mapped, the size and what SetAttr and SetXattr recorded are set, all in
+// one operation.
 func (f *File) Close() error {
 	if f.closed {
 		return pathErr("close", f.name, fs.ErrClosed)
 	}
 	f.closed = true
 	f.img.dropOpenFile(f)
-	err := f.flush(true)
+	saved := f.saveExts()
+	err := f.img.mutate("close", f.name, f.finish)
 	f.img.putWriteBuf(f.buf)
 	f.buf = nil
 	if err != nil {
+		// Map what earlier operations wrote; this one's blocks were
+		// rolled back.
+		f.restoreExts(saved)
 		f.img.abandonFile(f)
+	}
+	return err
+}
+
+// finish is Close's operation.
+func (f *File) finish() error {
+	img := f.img
+	if f.orphaned {
+		for _, e := range f.exts {
+			img.freeBlocks(e.pblk, e.len)
+		}
+		return nil
+	}
+	if n := len(f.buf); n > 0 {
+		// The tail, its last block padded with zeros in place: the
+		// buffer's capacity is whole blocks.
+		bs := int(img.bs)
+		padded := f.buf[:(n+bs-1)/bs*bs]
+		clear(padded[n:])
+		if err := f.allocWrite(padded, n); err != nil {
+			return err
+		}
+		f.buf = f.buf[:0]
+	}
+	in, err := img.mapFile(f)
+	if err != nil {
 		return err
 	}
-	return f.img.mutate("close", f.name, func() error {
-		if f.orphaned {
-			for _, e := range f.exts {
-				f.img.freeBlocks(e.pblk, e.len)
-			}
-			return nil
-		}
-		in, err := f.img.readInode(f.ino)
-		if err != nil {
+	if f.attr != nil {
+		if err := img.setattr(in, *f.attr); err != nil {
 			return err
 		}
-		if err := f.img.mapNew(in, f.exts, f.img.dataGoal(in)); err != nil {
+	}
+	for _, x := range f.xattrs {
+		if err := img.setXattr(in, x.name, x.value); err != nil {
 			return err
 		}
-		in.setSize(f.size)
-		return f.img.writeInode(in)
-	})
+		in.setCtime(img.now())
+	}
+	return img.writeInode(in)
+}
+
+// mapFile maps the blocks f wrote into its inode and sets its size.
+func (img *Image) mapFile(f *File) (*inode, error) {
+	in, err := img.readInode(f.ino)
+	if err != nil {
+		return nil, err
+	}
+	if err := img.mapNew(in, f.exts, img.dataGoal(in)); err != nil {
+		return nil, err
+	}
+	in.setSize(f.size)
+	return in, nil
 }
 
 // abandonFile maps what a failed File managed to write, so no allocated
@@ -457,14 +598,10 @@ func (img *Image) abandonFile(f *File) {
 			}
 			return nil
 		}
-		in, err := img.readInode(f.ino)
+		in, err := img.mapFile(f)
 		if err != nil {
 			return err
 		}
-		if err := img.mapNew(in, f.exts, img.dataGoal(in)); err != nil {
-			return err
-		}
-		in.setSize(f.size)
 		return img.writeInode(in)
 	})
 }
@@ -519,6 +656,7 @@ func (img *Image) orphanOpenFiles(ino uint32) {
 	for _, f := range img.openFiles {
 		if f.ino == ino && !f.orphaned {
 			f.orphaned = true
+			img.opTouched = true
 			if img.opActive {
 				img.orphanUndo = append(img.orphanUndo, f) // a failed operation re-adopts it
 			}

@@ -217,6 +217,7 @@ func (img *Image) gd(g uint32) groupDesc {
 // kept for rollback of the current operation and the group is marked dirty.
 func (img *Image) gdW(g uint32) groupDesc {
 	d := img.gd(g)
+	img.opTouched = true
 	if img.opActive {
 		if _, ok := img.gdUndo[g]; !ok {
 			img.gdUndo[g] = gdUndoRec{old: append([]byte(nil), d.b...), dirty: img.gdtDirty[g]}

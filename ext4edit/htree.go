@@ -82,18 +82,29 @@ func (img *Image) parseDxRootDots(dir *inode, b []byte) ([]dirent, error) {
 	}, nil
 }
 
-// checkDxNode validates a node's count/limit and checksum.
-func (img *Image) checkDxNode(dir *inode, lblk uint64, b []byte, countOff int) error {
+// checkDxNode validates a node's count/limit and checksum. The checksum
+// of a cached block (physical block p) is verified once per owner, like a
+// leaf's (leafEntries).
+func (img *Image) checkDxNode(dir *inode, lblk, p uint64, b []byte, countOff int) error {
 	lim := int(le16(b, countOff+dxCountLimitLim))
 	cnt := dxCount(b, countOff)
 	if lim != img.dxLimit(countOff) || cnt == 0 || cnt > lim {
 		return corruptf("directory inode %d htree block %d: count %d limit %d (expected limit %d)", dir.ino, lblk, cnt, lim, img.dxLimit(countOff))
 	}
-	if img.sb.metadataCsum() {
-		t := countOff + lim*dxEntrySize
-		if le32(b, t+4) != img.dxCsum(dir, b, countOff) {
-			return corruptf("directory inode %d htree block %d checksum mismatch", dir.ino, lblk)
-		}
+	if !img.sb.metadataCsum() {
+		return nil
+	}
+	cb := img.cache.blocks[p]
+	same := cb != nil && len(cb.data) > 0 && &cb.data[0] == &b[0]
+	if same && cb.checkedAs == checkedDxNode && cb.checkedIno == dir.ino {
+		return nil
+	}
+	t := countOff + lim*dxEntrySize
+	if le32(b, t+4) != img.dxCsum(dir, b, countOff) {
+		return corruptf("directory inode %d htree block %d checksum mismatch", dir.ino, lblk)
+	}
+	if same {
+		cb.checkedAs, cb.checkedIno = checkedDxNode, dir.ino
 	}
 	return nil
 }
@@ -133,7 +144,7 @@ func (img *Image) dxProbe(dir *inode, hash uint32) ([]dxFrame, uint64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	root, _, err := img.dirBlock(dir, 0)
+	root, rootP, err := img.dirBlock(dir, 0)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -147,7 +158,7 @@ func (img *Image) dxProbe(dir *inode, hash uint32) ([]dxFrame, uint64, error) {
 	if levels >= img.maxDxLevels() {
 		return nil, 0, corruptf("directory inode %d htree has %d levels", dir.ino, levels)
 	}
-	if err := img.checkDxNode(dir, 0, root, dxRootCountOff); err != nil {
+	if err := img.checkDxNode(dir, 0, rootP, root, dxRootCountOff); err != nil {
 		return nil, 0, err
 	}
 	var frames []dxFrame
@@ -164,14 +175,14 @@ func (img *Image) dxProbe(dir *inode, hash uint32) ([]dxFrame, uint64, error) {
 		if level == levels {
 			return frames, next, nil
 		}
-		nb, _, err := img.dirBlock(dir, next)
+		nb, np, err := img.dirBlock(dir, next)
 		if err != nil {
 			return nil, 0, err
 		}
 		if !img.isDxNodeBlock(nb) {
 			return nil, 0, corruptf("directory inode %d htree block %d is not an index node", dir.ino, next)
 		}
-		if err := img.checkDxNode(dir, next, nb, dxNodeCountOff); err != nil {
+		if err := img.checkDxNode(dir, next, np, nb, dxNodeCountOff); err != nil {
 			return nil, 0, err
 		}
 		b, lblk, countOff = nb, next, dxNodeCountOff
@@ -261,18 +272,16 @@ func (img *Image) dxLookup(dir *inode, name []byte) (uint32, uint8, error) {
 		return 0, 0, err
 	}
 	for _, l := range leaves {
-		b, _, err := img.dirBlock(dir, l)
+		b, p, err := img.dirBlock(dir, l)
 		if err != nil {
 			return 0, 0, err
 		}
-		ents, err := img.parseDirBlock(dir, l, b)
+		r, err := img.leafEntries(dir, l, p, b)
 		if err != nil {
 			return 0, 0, err
 		}
-		for _, e := range ents {
-			if e.ino != 0 && bytes.Equal(e.name, name) {
-				return e.ino, e.ft, nil
-			}
+		if _, ino, ft, ok := img.findInLeaf(r, name); ok {
+			return ino, ft, nil
 		}
 	}
 	if string(name) == "." || string(name) == ".." {
@@ -298,11 +307,11 @@ func (img *Image) dxAdd(dir *inode, name []byte, ino uint32, ft uint8) error {
 	if err != nil {
 		return err
 	}
-	wb, err := img.dirBlockW(dir, leaf)
+	wb, wp, err := img.dirBlockW(dir, leaf)
 	if err != nil {
 		return err
 	}
-	ok, err := img.tryInsert(dir, leaf, wb, name, ino, ft)
+	ok, err := img.tryInsert(dir, leaf, wp, wb, name, ino, ft)
 	if err != nil {
 		return err
 	}
@@ -355,12 +364,12 @@ func (img *Image) dxAdd(dir *inode, name []byte, ino uint32, ft uint8) error {
 	if hash2 == m[split-1].hash {
 		hash2 |= 1 // the new block continues the same hash
 	}
-	nb, nlblk, err := img.dirAppendBlock(dir)
+	nb, nlblk, np, err := img.dirAppendBlock(dir)
 	if err != nil {
 		return err
 	}
 	// The old block may have been evicted/reloaded: get it again.
-	wb, err = img.dirBlockW(dir, leaf)
+	wb, wp, err = img.dirBlockW(dir, leaf)
 	if err != nil {
 		return err
 	}
@@ -385,11 +394,11 @@ func (img *Image) dxAdd(dir *inode, name []byte, ino uint32, ft uint8) error {
 	}
 	// Like the kernel: entries hashing at or above hash2 (continuation bit
 	// included) go to the new block.
-	target, tlblk := wb, leaf
+	target, tlblk, tp := wb, leaf, wp
 	if h >= hash2 {
-		target, tlblk = nb, nlblk
+		target, tlblk, tp = nb, nlblk, np
 	}
-	ok, err = img.tryInsert(dir, tlblk, target, name, ino, ft)
+	ok, err = img.tryInsert(dir, tlblk, tp, target, name, ino, ft)
 	if err != nil {
 		return err
 	}
@@ -404,7 +413,7 @@ func (img *Image) dxAdd(dir *inode, name []byte, ino uint32, ft uint8) error {
 // nodes or adding a level when full.
 func (img *Image) dxInsertIndex(dir *inode, frames []dxFrame, k int, hash, blk uint32) error {
 	f := frames[k]
-	b, err := img.dirBlockW(dir, f.lblk)
+	b, _, err := img.dirBlockW(dir, f.lblk)
 	if err != nil {
 		return err
 	}
@@ -426,11 +435,11 @@ func (img *Image) dxInsertIndex(dir *inode, frames []dxFrame, k int, hash, blk u
 		if int(b[dxRootLevels])+1 >= img.maxDxLevels() {
 			return fmt.Errorf("%w: directory index of inode %d is full", ErrNoSpace, dir.ino)
 		}
-		nb, nlblk, err := img.dirAppendBlock(dir)
+		nb, nlblk, _, err := img.dirAppendBlock(dir)
 		if err != nil {
 			return err
 		}
-		b, err = img.dirBlockW(dir, 0)
+		b, _, err = img.dirBlockW(dir, 0)
 		if err != nil {
 			return err
 		}
@@ -449,11 +458,11 @@ func (img *Image) dxInsertIndex(dir *inode, frames []dxFrame, k int, hash, blk u
 		return img.dxInsertIndex(dir, nf, 1, hash, blk)
 	}
 	// Interior node full: move its upper half to a new node.
-	nb, nlblk, err := img.dirAppendBlock(dir)
+	nb, nlblk, _, err := img.dirAppendBlock(dir)
 	if err != nil {
 		return err
 	}
-	b, err = img.dirBlockW(dir, f.lblk)
+	b, _, err = img.dirBlockW(dir, f.lblk)
 	if err != nil {
 		return err
 	}
@@ -480,7 +489,7 @@ func (img *Image) dxInsertIndex(dir *inode, frames []dxFrame, k int, hash, blk u
 // makeIndexed turns a full one-block directory into an htree: its entries
 // move to a new leaf (block 1) and block 0 becomes the root.
 func (img *Image) makeIndexed(dir *inode) error {
-	b0, err := img.dirBlockW(dir, 0)
+	b0, _, err := img.dirBlockW(dir, 0)
 	if err != nil {
 		return err
 	}
@@ -503,7 +512,7 @@ func (img *Image) makeIndexed(dir *inode) error {
 		}
 	}
 	dot, dotdot := ents[0], ents[1]
-	nb, nlblk, err := img.dirAppendBlock(dir)
+	nb, nlblk, _, err := img.dirAppendBlock(dir)
 	if err != nil {
 		return err
 	}
@@ -523,7 +532,7 @@ func (img *Image) makeIndexed(dir *inode) error {
 	}
 	img.setDirTail(dir, nb)
 
-	b0, err = img.dirBlockW(dir, 0)
+	b0, _, err = img.dirBlockW(dir, 0)
 	if err != nil {
 		return err
 	}

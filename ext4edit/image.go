@@ -9,6 +9,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/banger/ext4kit/internal/filelock"
 )
 
 // Image is an open ext4 filesystem inside a file. It is not safe for
@@ -66,7 +68,15 @@ type Image struct {
 	overlay map[uint64][]byte
 
 	// Operation state: a failed public operation is rolled back in memory.
-	opActive    bool
+	opActive bool
+	// opTouched: the running operation changed a block, descriptor or
+	// open File (set even without undo, for Options.NoUndo); partial is
+	// the ErrPartialEdit a NoUndo operation left when it failed after that.
+	opTouched bool
+	partial   error
+	// unflushed: a scratch commit (Options.Scratch) wrote without a
+	// barrier; Close flushes.
+	unflushed   bool
 	gdUndo      map[uint32]gdUndoRec
 	sbUndo      []byte
 	pendingUndo int
@@ -74,9 +84,22 @@ type Image struct {
 	orphanUndo  []*File // Files orphaned by the current operation
 	dataWritten bool    // file data went to disk since the last commit
 	genCounter  uint32
-	bufMu       sync.Mutex
-	writeBufs   [][]byte // spare File write buffers
-	openFiles   []*File
+	// dirPaths caches where directory paths lead (path.go), so an edit
+	// deep in the tree does not walk from the root each time.
+	dirPaths  map[string]uint32
+	dirKeyBuf []byte
+	padBuf    []byte // writeData's last block
+	// wbLo, wbHi and wbBytes gather small data writes whose writeback has
+	// not started yet (startWriteback).
+	wbLo, wbHi, wbBytes int64
+	// blockHint and inodeHint hold, per group, a bit below which the
+	// block (inode) bitmap is known full: allocation starts there instead
+	// of rescanning from the group's start each time.
+	blockHint map[uint32]uint32
+	inodeHint map[uint32]uint32
+	bufMu     sync.Mutex
+	writeBufs [][]byte // spare File write buffers
+	openFiles []*File
 }
 
 // blockRun is a run of contiguous blocks.
@@ -108,7 +131,7 @@ func open(path string, o Options) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	img := &Image{f: f, dev: fileDevice{f}, path: path, ro: o.ReadOnly, opts: o, off: o.Offset, now: o.Now}
+	img := &Image{f: f, dev: hookDevice(path, fileDevice{f}), path: path, ro: o.ReadOnly, opts: o, off: o.Offset, now: o.Now}
 	if img.now == nil {
 		img.now = time.Now
 	}
@@ -116,7 +139,7 @@ func open(path string, o Options) (*Image, error) {
 	defer func() {
 		if !ok {
 			if img.locked {
-				_ = unlockFile(f)
+				_ = filelock.Unlock(f)
 			}
 			f.Close()
 		}
@@ -384,7 +407,7 @@ func (img *Image) checkJournalClean() error {
 func lockWithin(f *os.File, exclusive bool, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		err := lockFile(f, exclusive)
+		err := filelock.Lock(f, exclusive)
 		if err == nil || !errors.Is(err, ErrLocked) || !time.Now().Before(deadline) {
 			return err
 		}
@@ -395,6 +418,8 @@ func lockWithin(f *os.File, exclusive bool, timeout time.Duration) error {
 // resetState empties every in-memory structure derived from the disk.
 func (img *Image) resetState() {
 	img.cache = newBlockCache(img)
+	img.dirPaths = nil
+	img.forgetAllocHints()
 	img.gdtDirty = map[uint32]bool{}
 	img.gdUndo = map[uint32]gdUndoRec{}
 	img.blockBitmapDirty = map[uint32]bool{}
@@ -447,18 +472,43 @@ func (img *Image) writeData(start uint64, p []byte) error {
 	if _, err := img.dev.WriteAt(p[:whole], img.off+int64(start)*int64(img.bs)); err != nil {
 		return err
 	}
-	if wb, ok := img.dev.(writebackStarter); ok && whole >= writebackMin {
-		wb.startWriteback(img.off+int64(start)*int64(img.bs), int64(whole))
+	if whole < len(p) {
+		// The last block is partial: pad it with zeros (copying one
+		// block, not the whole buffer).
+		if len(img.padBuf) != int(img.bs) {
+			img.padBuf = make([]byte, img.bs)
+		}
+		clear(img.padBuf[copy(img.padBuf, p[whole:]):])
+		if _, err := img.dev.WriteAt(img.padBuf, img.off+(int64(start)+int64(whole)/int64(img.bs))*int64(img.bs)); err != nil {
+			return err
+		}
 	}
-	if whole == len(p) {
-		return nil
+	img.startWriteback(img.off+int64(start)*int64(img.bs), int64(n)*int64(img.bs))
+	return nil
+}
+
+// startWriteback starts writing back data just written at [off, off+n)
+// where the device can: a large write at once, small ones (a tree of
+// small files) gathered until they add up to writebackMin, over the range
+// they span.
+func (img *Image) startWriteback(off, n int64) {
+	wb, ok := img.dev.(writebackStarter)
+	if !ok {
+		return
 	}
-	// The last block is partial: pad it with zeros (copying one block,
-	// not the whole buffer).
-	last := make([]byte, img.bs)
-	copy(last, p[whole:])
-	_, err := img.dev.WriteAt(last, img.off+(int64(start)+int64(whole)/int64(img.bs))*int64(img.bs))
-	return err
+	if n >= writebackMin {
+		wb.startWriteback(off, n)
+		return
+	}
+	if img.wbBytes == 0 {
+		img.wbLo, img.wbHi = off, off+n
+	} else {
+		img.wbLo, img.wbHi = min(img.wbLo, off), max(img.wbHi, off+n)
+	}
+	if img.wbBytes += n; img.wbBytes >= writebackMin {
+		wb.startWriteback(img.wbLo, img.wbHi-img.wbLo)
+		img.wbBytes = 0
+	}
 }
 
 // writable reports whether edits are allowed.
@@ -468,6 +518,8 @@ func (img *Image) writable() error {
 		return ErrClosed
 	case img.ro:
 		return ErrReadOnly
+	case img.partial != nil:
+		return img.partial
 	}
 	return img.writeRefusal
 }
@@ -479,6 +531,9 @@ func (img *Image) mutate(op, name string, fn func() error) error {
 	defer img.mu.Unlock()
 	if err := img.writable(); err != nil {
 		return pathErr(op, name, err)
+	}
+	if img.opts.NoUndo {
+		return pathErr(op, name, img.mutateNoUndo(op, name, fn))
 	}
 	img.opActive = true
 	img.sbUndo = append(img.sbUndo[:0], img.sb.b...)
@@ -499,6 +554,8 @@ func (img *Image) mutate(op, name string, fn func() error) error {
 		for _, f := range img.orphanUndo {
 			f.orphaned = false
 		}
+		img.forgetDirPaths()
+		img.forgetAllocHints()
 	} else {
 		img.cache.endOp()
 	}
@@ -506,6 +563,25 @@ func (img *Image) mutate(op, name string, fn func() error) error {
 	img.orphanUndo = img.orphanUndo[:0]
 	img.opActive = false
 	return pathErr(op, name, err)
+}
+
+// mutateNoUndo runs fn without snapshots (Options.NoUndo). A failure
+// after fn changed something leaves the image refusing further edits.
+func (img *Image) mutateNoUndo(op, name string, fn func() error) error {
+	img.opTouched = false
+	frees, inodeFrees := len(img.pendingFree), len(img.pendingInodeFrees)
+	err := fn()
+	if err == nil {
+		return nil
+	}
+	// Caches may describe what fn did before it failed.
+	img.forgetDirPaths()
+	img.forgetAllocHints()
+	if img.opTouched || len(img.pendingFree) != frees || len(img.pendingInodeFrees) != inodeFrees {
+		img.partial = fmt.Errorf("%w: %s %s: %w", ErrPartialEdit, op, name, err)
+		return fmt.Errorf("%w (%w)", err, ErrPartialEdit)
+	}
+	return err
 }
 
 // readOnlyOp checks the image can be read.
@@ -547,12 +623,19 @@ func (img *Image) Close() error {
 	img.mu.Lock()
 	defer img.mu.Unlock()
 	if !img.ro {
-		if cerr := img.commit(); err == nil {
+		cerr := img.commit()
+		if cerr == nil && img.unflushed {
+			// A scratch image's one flush (Options.Scratch).
+			if cerr = img.dev.Sync(); cerr == nil {
+				img.unflushed = false
+			}
+		}
+		if err == nil {
 			err = cerr
 		}
 	}
 	if img.locked {
-		_ = unlockFile(img.f)
+		_ = filelock.Unlock(img.f)
 	}
 	if cerr := img.f.Close(); err == nil {
 		err = cerr
@@ -571,7 +654,7 @@ func (img *Image) Discard() error {
 		return ErrClosed
 	}
 	if img.locked {
-		_ = unlockFile(img.f)
+		_ = filelock.Unlock(img.f)
 	}
 	img.closed = true
 	return pathErr("close", img.path, img.f.Close())
@@ -583,13 +666,19 @@ func (img *Image) Discard() error {
 // marked used before anything points at it), then inodes and tree blocks,
 // then directory blocks, then the superblock.
 func (img *Image) commit() error {
+	if img.partial != nil {
+		return img.partial
+	}
 	work := img.dataWritten || len(img.gdtDirty) > 0 || len(img.pendingFree) > 0 ||
 		len(img.pendingInodeFrees) > 0 || len(img.cache.dirtyWhere(func(*cblock) bool { return true })) > 0
 	if !work {
 		return nil
 	}
 	var err error
-	if img.sb.hasCompat(compatHasJournal) {
+	switch {
+	case img.opts.Scratch:
+		err = img.commitScratch()
+	case img.sb.hasCompat(compatHasJournal):
 		// One transaction carries everything, frees included.
 		if err = img.applyPendingFrees(); err != nil {
 			return err
@@ -597,7 +686,7 @@ func (img *Image) commit() error {
 		img.finishGroups()
 		img.sb.updateChecksum()
 		err = img.commitJournaled() // its first barrier covers file data too
-	} else {
+	default:
 		err = img.commitOrdered()
 	}
 	if err != nil {
@@ -608,6 +697,69 @@ func (img *Image) commit() error {
 		img.cache.markClean(blk)
 	}
 	img.dataWritten = false
+	return nil
+}
+
+// commitScratch writes the dirty set home in block order, with no journal
+// and no barrier (Options.Scratch): Close flushes once. Runs of adjacent
+// blocks (inode tables, fresh directory blocks) go out in one write each.
+func (img *Image) commitScratch() error {
+	if err := img.applyPendingFrees(); err != nil {
+		return err
+	}
+	img.finishGroups()
+	blks := img.cache.dirtyWhere(func(*cblock) bool { return true })
+	bs := int(img.bs)
+	const maxRun = 1 << 20
+	var run []byte
+	var runStart uint64
+	flush := func() error {
+		if len(run) == 0 {
+			return nil
+		}
+		if runStart+uint64(len(run)/bs) > img.blocksCount {
+			return fmt.Errorf("internal error: write to blocks %d+%d beyond the end", runStart, len(run)/bs)
+		}
+		_, err := img.dev.WriteAt(run, img.off+int64(runStart)*int64(bs))
+		run = run[:0]
+		return err
+	}
+	for _, blk := range blks {
+		if len(run) > 0 && (blk != runStart+uint64(len(run)/bs) || len(run)+bs > maxRun) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		if len(run) == 0 {
+			runStart = blk
+		}
+		run = append(run, img.cache.blocks[blk].data...)
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	if err := img.writeDescBlocks(); err != nil {
+		return err
+	}
+	img.sb.updateChecksum()
+	if _, err := img.dev.WriteAt(img.sb.b, img.off+superblockOffset); err != nil {
+		return err
+	}
+	img.unflushed = true
+	return nil
+}
+
+// writeDescBlocks writes the dirty descriptor-table blocks home.
+func (img *Image) writeDescBlocks() error {
+	for _, i := range img.dirtyDescBlocks() {
+		buf, err := img.descBlockImage(i)
+		if err != nil {
+			return err
+		}
+		if err := img.writeRaw(img.descBlock(i), buf); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -637,6 +789,23 @@ func (img *Image) commitJournaled() error {
 	j, err := img.openJournal()
 	if err != nil {
 		return err
+	}
+	// Blocks allocated this session (new directory, tree and attribute
+	// blocks) go home before the log, like file data: nothing on disk
+	// points at them until the transaction commits, so they need no
+	// journaling, and the log's first barrier makes them durable.
+	if err := img.writeBlocks(img.cache.dirtyWhere(func(b *cblock) bool { return b.fresh })); err != nil {
+		return err
+	}
+	// Logged blocks that read as zeros are written home as zeros now, a
+	// no-op byte for byte: where the image file is sparse, the checkpoint's
+	// barrier then overwrites allocated blocks instead of also waiting for
+	// the host filesystem to commit their allocation.
+	zero := make([]byte, img.bs)
+	for _, blk := range img.cache.dirtyWhere(func(b *cblock) bool { return b.zeroOnDisk }) {
+		if err := img.writeRaw(blk, zero); err != nil {
+			return err
+		}
 	}
 	var blocks []loggedBlock
 	for k := blockKind(0); k < numKinds; k++ {
@@ -727,14 +896,8 @@ func (img *Image) writeGroups() error {
 	if err := img.writeBlocks(img.cache.dirtyByKind(kindBitmap)); err != nil {
 		return err
 	}
-	for _, i := range img.dirtyDescBlocks() {
-		buf, err := img.descBlockImage(i)
-		if err != nil {
-			return err
-		}
-		if err := img.writeRaw(img.descBlock(i), buf); err != nil {
-			return err
-		}
+	if err := img.writeDescBlocks(); err != nil {
+		return err
 	}
 	clear(img.gdtDirty)
 	return img.dev.Sync()

@@ -1,7 +1,5 @@
 package ext4edit
 
-import "fmt"
-
 // Inline data (inline_data feature): small files and directories keep
 // their bytes in i_block (60 bytes) and the "system.data" attribute. We
 // read them; writing inline inodes is refused (ErrUnsupportedFeature).
@@ -38,7 +36,7 @@ func (img *Image) inlineDirIter(dir *inode, fn func(name []byte, ino uint32, ft 
 		regions = append(regions, v)
 	}
 	for i, r := range regions {
-		ents, err := img.parseEntries(dir, fmt.Sprintf("inline area %d", i), r)
+		ents, err := img.parseEntries(dir, dirWhere{inline: true, n: uint64(i)}, r)
 		if err != nil {
 			return err
 		}

@@ -255,12 +255,34 @@ func (img *Image) readInode(ino uint32) (*inode, error) {
 			return nil, corruptf("inode %d i_extra_isize %d", ino, e)
 		}
 	}
-	if img.sb.metadataCsum() && !allZero(in.b) {
-		if want, got := img.storedInodeCsum(in), img.inodeCsum(in); want != got {
-			return nil, corruptf("inode %d checksum mismatch (stored 0x%x, computed 0x%x)", ino, want, got)
+	if img.sb.metadataCsum() {
+		cb, bit := img.inodeSlot(blk, off)
+		if cb != nil && cb.inodesOK&bit != 0 {
+			return in, nil
+		}
+		if !allZero(in.b) {
+			if want, got := img.storedInodeCsum(in), img.inodeCsum(in); want != got {
+				return nil, corruptf("inode %d checksum mismatch (stored 0x%x, computed 0x%x)", ino, want, got)
+			}
+		}
+		if cb != nil {
+			cb.inodesOK |= bit
 		}
 	}
 	return in, nil
+}
+
+// inodeSlot returns the cached inode table block blk and the inodesOK bit
+// of the slot at byte off, or nil where slots are not tracked.
+func (img *Image) inodeSlot(blk uint64, off uint32) (*cblock, uint64) {
+	if img.bs/img.inodeSize > 64 {
+		return nil, 0
+	}
+	cb := img.cache.blocks[blk]
+	if cb == nil {
+		return nil, 0
+	}
+	return cb, 1 << (off / img.inodeSize)
 }
 
 func allZero(b []byte) bool {
@@ -326,6 +348,9 @@ func (img *Image) writeInode(in *inode) error {
 		return err
 	}
 	copy(buf[off:off+img.inodeSize], in.b)
+	if cb, bit := img.inodeSlot(blk, off); cb != nil && img.sb.metadataCsum() {
+		cb.inodesOK |= bit // its checksum was just computed
+	}
 	return nil
 }
 
@@ -340,6 +365,9 @@ func (img *Image) zeroInodeSlot(g, idx uint32) error {
 		return err
 	}
 	clear(buf[off : off+img.inodeSize])
+	if cb, bit := img.inodeSlot(blk, off); cb != nil {
+		cb.inodesOK &^= bit
+	}
 	return nil
 }
 

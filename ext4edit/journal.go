@@ -369,6 +369,15 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 			pos = j.next(pos)
 		}
 	}
+	// The commit block's slot is written now, as zeros: a zero block ends
+	// the log like whatever was there, and on a sparse image file the
+	// commit's own barrier then overwrites an allocated block instead of
+	// waiting for the host filesystem to commit an allocation.
+	if p, err := j.phys(pos); err != nil {
+		return err
+	} else if err := img.writeRaw(p, make([]byte, bs)); err != nil {
+		return err
+	}
 	// The recovery flag goes out with the log: a flag over an empty or
 	// uncommitted journal replays nothing (and e2fsck -p clears it), while
 	// a journal start without the flag would make the kernel discard the

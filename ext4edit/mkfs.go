@@ -420,7 +420,7 @@ func mkfs(path string, size int64, o *CreateOptions) error {
 	sb.setFreeInodesCount(g.ipg*g.groups - 10)
 
 	// Root directory, inode 2: written through the editor's own code.
-	img.f, img.dev = f, fileDevice{f}
+	img.f, img.dev = f, hookDevice(path, fileDevice{f})
 	img.now = func() time.Time { return t }
 	img.cache = newBlockCache(img)
 	img.gdtDirty = map[uint32]bool{}
@@ -453,7 +453,7 @@ func mkfs(path string, size int64, o *CreateOptions) error {
 	// lost+found gets 4 blocks (16 KiB at 4 KiB blocks) like mke2fs, so
 	// e2fsck can reconnect files without allocating.
 	for lf.size() < 16384 && lf.size() < 4*uint64(g.bs) {
-		b, _, err := img.dirAppendBlock(lf)
+		b, _, _, err := img.dirAppendBlock(lf)
 		if err != nil {
 			return err
 		}

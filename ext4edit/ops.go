@@ -240,14 +240,8 @@ func (img *Image) dataGoal(in *inode) uint64 {
 // Symlink creates newname as a symbolic link to target.
 func (img *Image) Symlink(target, newname string) error {
 	return img.mutate("symlink", newname, func() error {
-		r, err := img.lookupParent(newname)
+		r, err := img.lookupNew(newname)
 		if err != nil {
-			return err
-		}
-		if r.in != nil {
-			return fs.ErrExist
-		}
-		if err := img.checkDirWritable(r.parent); err != nil {
 			return err
 		}
 		in, err := img.newInode(r.parent.ino, sIFLNK|0o777)
@@ -323,14 +317,8 @@ func (img *Image) Mknod(name string, mode fs.FileMode, major, minor uint32) erro
 		default:
 			return fmt.Errorf("%w: mknod of mode %v", fs.ErrInvalid, mode)
 		}
-		r, err := img.lookupParent(name)
+		r, err := img.lookupNew(name)
 		if err != nil {
-			return err
-		}
-		if r.in != nil {
-			return fs.ErrExist
-		}
-		if err := img.checkDirWritable(r.parent); err != nil {
 			return err
 		}
 		in, err := img.newInode(r.parent.ino, m)
@@ -709,42 +697,55 @@ func (img *Image) Chtimes(name string, atime, mtime time.Time) error {
 // Lsetattr sets raw inode fields of name (not following a final symlink).
 func (img *Image) Lsetattr(name string, a Attr) error {
 	return img.changeInode("setattr", name, false, func(in *inode) error {
-		if a.Mode != nil {
-			in.setMode(*a.Mode)
-		}
-		if a.UID != nil {
-			in.setUID(*a.UID)
-		}
-		if a.GID != nil {
-			in.setGID(*a.GID)
-		}
-		if a.Atime != nil {
-			in.setAtime(*a.Atime)
-		}
-		if a.Mtime != nil {
-			in.setMtime(*a.Mtime)
-		}
-		if a.Ctime != nil {
-			in.setCtime(*a.Ctime)
-		}
-		if a.Crtime != nil {
-			in.setCrtime(*a.Crtime)
-		}
-		if a.LinksCount != nil {
-			in.setLinks(*a.LinksCount)
-		}
-		if a.Generation != nil {
-			put32(in.b, iGeneration, *a.Generation)
-		}
-		if a.Flags != nil {
-			const settable = 0x000380FF // user-settable FS_FL_USER_MODIFIABLE-style bits
-			if (*a.Flags^in.flags())&^settable != 0 {
-				return fmt.Errorf("%w: flags 0x%x change layout bits", fs.ErrInvalid, *a.Flags)
-			}
-			in.setFlags(*a.Flags)
-		}
-		return nil
+		return img.setattr(in, a)
 	})
+}
+
+// setattr sets the fields of a that are not nil on in (not written).
+func (img *Image) setattr(in *inode, a Attr) error {
+	if a.Flags != nil {
+		const settable = 0x000380FF // user-settable FS_FL_USER_MODIFIABLE-style bits
+		if (*a.Flags^in.flags())&^settable != 0 {
+			return fmt.Errorf("%w: flags 0x%x change layout bits", fs.ErrInvalid, *a.Flags)
+		}
+	}
+	if a.Mode != nil {
+		if (*a.Mode^in.mode())&sIFMT != 0 {
+			img.forgetDirPaths() // a directory may stop being one
+		}
+		in.setMode(*a.Mode)
+	}
+	if a.UID != nil {
+		in.setUID(*a.UID)
+	}
+	if a.GID != nil {
+		in.setGID(*a.GID)
+	}
+	if a.Atime != nil {
+		in.setAtime(*a.Atime)
+	}
+	if a.Mtime != nil {
+		in.setMtime(*a.Mtime)
+	}
+	if a.Ctime != nil {
+		in.setCtime(*a.Ctime)
+	}
+	if a.Crtime != nil {
+		in.setCrtime(*a.Crtime)
+	}
+	if a.LinksCount != nil {
+		in.setLinks(*a.LinksCount)
+	}
+	if a.Generation != nil && *a.Generation != in.generation() {
+		put32(in.b, iGeneration, *a.Generation)
+		// The checksum seed of the inode's blocks changed: blocks verified
+		// under the old one must be verified again.
+		img.cache.uncheckAll()
+	}
+	if a.Flags != nil {
+		in.setFlags(*a.Flags)
+	}
+	return nil
 }
 
 // SetXattr sets the extended attribute attr (full name such as

@@ -2,6 +2,7 @@ package ext4edit
 
 import (
 	"fmt"
+	"io/fs"
 	"strings"
 )
 
@@ -45,19 +46,39 @@ func (img *Image) resolve(name string, followLast bool) (*resolved, error) {
 	if err != nil {
 		return nil, err
 	}
-	root, err := img.readInode(rootIno)
-	if err != nil {
-		return nil, err
+	orig := comps
+	// origLeft counts the given components not yet walked; comps is the
+	// components of symlink targets still to walk, then those.
+	origLeft := len(comps)
+	var root, cur *inode
+	if len(comps) > 1 {
+		if ino, ok := img.dirPaths[string(img.dirPathKey(comps[:len(comps)-1]))]; ok {
+			if d, err := img.readInode(ino); err == nil && d.isDir() {
+				cur, comps, origLeft = d, comps[len(comps)-1:], 1
+			}
+		}
 	}
-	if !root.isDir() {
-		return nil, corruptf("root inode is not a directory")
+	if cur == nil {
+		if root, err = img.readInode(rootIno); err != nil {
+			return nil, err
+		}
+		if !root.isDir() {
+			return nil, corruptf("root inode is not a directory")
+		}
+		cur = root
 	}
-	cur := root
 	follows := 0
 	if len(comps) == 0 {
 		return &resolved{in: root}, nil
 	}
 	for len(comps) > 0 {
+		if len(comps) == origLeft && origLeft < len(orig) && cur.isDir() {
+			// cur is where the given path's first components lead.
+			img.rememberDirPath(orig[:len(orig)-origLeft], cur.ino)
+		}
+		if len(comps) == origLeft {
+			origLeft--
+		}
 		c := comps[0]
 		comps = comps[1:]
 		last := len(comps) == 0
@@ -99,6 +120,14 @@ func (img *Image) resolve(name string, followLast bool) (*resolved, error) {
 			}
 			comps = append(tc, comps...)
 			if strings.HasPrefix(target, "/") {
+				if root == nil {
+					if root, err = img.readInode(rootIno); err != nil {
+						return nil, err
+					}
+					if !root.isDir() {
+						return nil, corruptf("root inode is not a directory")
+					}
+				}
 				cur = root
 			}
 			if len(comps) == 0 {
@@ -118,6 +147,47 @@ func (img *Image) resolve(name string, followLast bool) (*resolved, error) {
 	return nil, fmt.Errorf("internal error: empty lookup")
 }
 
+// maxDirPaths bounds the directory path cache (dirPaths): past it the
+// cache starts over.
+const maxDirPaths = 1 << 16
+
+// dirPathKey is the cache key of a path's components, in a buffer reused
+// from call to call (a map index by string(key) does not copy it).
+func (img *Image) dirPathKey(comps []string) []byte {
+	b := img.dirKeyBuf[:0]
+	for i, c := range comps {
+		if i > 0 {
+			b = append(b, '/')
+		}
+		b = append(b, c...)
+	}
+	img.dirKeyBuf = b
+	return b
+}
+
+// rememberDirPath records that the path of comps leads to directory ino.
+// Each entry holds while no directory entry is removed (a removal or a
+// rename may cut or reroute any path) and no operation is rolled back
+// (a directory it made is gone): those empty the cache (forgetDirPaths).
+// Adding entries never changes where an existing path leads.
+func (img *Image) rememberDirPath(comps []string, ino uint32) {
+	k := img.dirPathKey(comps)
+	if _, ok := img.dirPaths[string(k)]; ok {
+		return
+	}
+	if img.dirPaths == nil || len(img.dirPaths) >= maxDirPaths {
+		img.dirPaths = map[string]uint32{}
+	}
+	img.dirPaths[string(k)] = ino
+}
+
+// forgetDirPaths empties the directory path cache.
+func (img *Image) forgetDirPaths() {
+	if len(img.dirPaths) > 0 {
+		clear(img.dirPaths)
+	}
+}
+
 // resolvedDir describes directory d with its parent and own name unknown
 // (callers that need an entry name treat it as the directory itself).
 func (img *Image) resolvedDir(d *inode) (*resolved, error) {
@@ -132,6 +202,22 @@ func (img *Image) lookupExisting(name string, follow bool) (*resolved, error) {
 	}
 	if r.in == nil {
 		return nil, errNotExist
+	}
+	return r, nil
+}
+
+// lookupNew resolves name for creating it: the parent directory, which
+// must be writable, and no entry of that name yet (fs.ErrExist).
+func (img *Image) lookupNew(name string) (*resolved, error) {
+	r, err := img.lookupParent(name)
+	if err != nil {
+		return nil, err
+	}
+	if r.in != nil {
+		return nil, fs.ErrExist
+	}
+	if err := img.checkDirWritable(r.parent); err != nil {
+		return nil, err
 	}
 	return r, nil
 }

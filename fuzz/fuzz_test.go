@@ -187,6 +187,12 @@ func pick[T any](r *opReader, s []T) T { return s[int(r.next())%len(s)] }
 // the editor succeeds exactly when the model says the operation is
 // valid (running out of space aside), and after Close a fresh read-only
 // open shows the model's tree, and e2fsck -fn calls the image clean.
+//
+// Every input runs twice: with the default options, and as a builder
+// opens a scratch image (Options.NoUndo and Scratch). There an operation
+// that fails part way (ErrPartialEdit) ends the run, once Sync and Close
+// refuse too; every other failure must have left the image as the model
+// has it.
 func FuzzEdits(f *testing.F) {
 	f.Add([]byte{0, 1, 5, 2, 2, 9, 3, 0, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -198,28 +204,46 @@ func FuzzEdits(f *testing.F) {
 			return
 		}
 		base := bases[int(data[0])%len(bases)]
-		name := scratchFile(t)
-		if err := writeChunks(name, base.size, base.chunks); err != nil {
-			t.Fatal(err)
+		for _, builder := range []bool{false, true} {
+			name := scratchFile(t)
+			if err := writeChunks(name, base.size, base.chunks); err != nil {
+				t.Fatal(err)
+			}
+			what := base.name
+			if builder {
+				what += " (NoUndo, Scratch)"
+			}
+			var log []string
+			guard(t, "edits on "+what, 2*inputTimeout, func() error {
+				err := runEdits(name, base, builder, data[1:], &log)
+				if os.Getenv("EXT4EDIT_FUZZ_LOG") != "" {
+					t.Logf("%s:\n  %s", what, strings.Join(log, "\n  "))
+				}
+				if err != nil {
+					return fmt.Errorf("%v\noperations:\n  %s", err, strings.Join(log, "\n  "))
+				}
+				return nil
+			})
 		}
-		var log []string
-		guard(t, "edits on "+base.name, 2*inputTimeout, func() error {
-			err := runEdits(name, base, data[1:], &log)
-			if os.Getenv("EXT4EDIT_FUZZ_LOG") != "" {
-				t.Logf("%s:\n  %s", base.name, strings.Join(log, "\n  "))
-			}
-			if err != nil {
-				return fmt.Errorf("%v\noperations:\n  %s", err, strings.Join(log, "\n  "))
-			}
-			return nil
-		})
 	})
 }
 
+// errPartialDone ends runEdits early: an operation failed part way on a
+// NoUndo image, which refused Sync and Close after it, as it must.
+var errPartialDone = errors.New("partial edit")
+
 const maxOps = 48
 
-func runEdits(name string, base *baseImage, ops []byte, log *[]string) error {
-	opts := &ext4edit.Options{NoLock: true, Now: func() time.Time { return time.Unix(1700000000, 0) }}
+func runEdits(name string, base *baseImage, builder bool, ops []byte, log *[]string) error {
+	err := runEditsOn(name, base, builder, ops, log)
+	if err == errPartialDone {
+		return nil
+	}
+	return err
+}
+
+func runEditsOn(name string, base *baseImage, builder bool, ops []byte, log *[]string) error {
+	opts := &ext4edit.Options{NoLock: true, Now: func() time.Time { return time.Unix(1700000000, 0) }, NoUndo: builder, Scratch: builder}
 	img, err := ext4edit.Open(name, opts)
 	if err != nil {
 		return fmt.Errorf("open base: %v", err)
@@ -229,6 +253,26 @@ func runEdits(name string, base *baseImage, ops []byte, log *[]string) error {
 			img.Close()
 		}
 	}()
+	// partial ends the run when err says an operation failed part way
+	// (builder images only): the image must then refuse Sync and Close.
+	partial := func(desc string, err error) error {
+		if !errors.Is(err, ext4edit.ErrPartialEdit) {
+			return nil
+		}
+		*log = append(*log, fmt.Sprintf("%s -> %v", desc, err))
+		if !builder {
+			return fmt.Errorf("%s: %v without Options.NoUndo", desc, err)
+		}
+		if serr := img.Sync(); !errors.Is(serr, ext4edit.ErrPartialEdit) {
+			return fmt.Errorf("Sync after %s: %v, want ErrPartialEdit", desc, serr)
+		}
+		cerr := img.Close()
+		img = nil
+		if !errors.Is(cerr, ext4edit.ErrPartialEdit) {
+			return fmt.Errorf("Close after %s: %v, want ErrPartialEdit", desc, cerr)
+		}
+		return errPartialDone
+	}
 	m := base.m.clone()
 	r := &opReader{ops}
 	// Files left open across other operations (Create ... Close), at most
@@ -239,6 +283,9 @@ func runEdits(name string, base *baseImage, ops []byte, log *[]string) error {
 	closeHandle := func(h *openFile, mm *model) error {
 		handles = slices.DeleteFunc(handles, func(o *openFile) bool { return o == h })
 		err := h.f.Close()
+		if perr := partial(h.desc+".Close()", err); perr != nil {
+			return perr
+		}
 		n := mm.nodeByID(h.id)
 		*log = append(*log, fmt.Sprintf("  %s.Close() -> %v (orphaned %v)", h.desc, err, h.orphaned))
 		if h.orphaned {
@@ -301,6 +348,9 @@ func runEdits(name string, base *baseImage, ops []byte, log *[]string) error {
 			} else {
 				desc = fmt.Sprintf("Create+Write(%q, %d bytes, %o)", p, size, perm)
 				ierr = streamWrite(img, p, d, fileMode(perm))
+				if perr := partial(desc, ierr); perr != nil {
+					return perr
+				}
 				var sw *streamErr
 				if errors.As(ierr, &sw) && tolerate(sw.err) {
 					// Out of space mid-stream: the file keeps a prefix.
@@ -459,6 +509,9 @@ func runEdits(name string, base *baseImage, ops []byte, log *[]string) error {
 			desc = fmt.Sprintf("%s.Write(%d bytes)", h.desc, size)
 			n, err := h.f.Write(d)
 			h.data = append(h.data, d[:n]...)
+			if perr := partial(desc, err); perr != nil {
+				return perr
+			}
 			if err != nil && !errors.Is(err, ext4edit.ErrNoSpace) {
 				return fmt.Errorf("%s: %v", desc, err)
 			}
@@ -472,6 +525,9 @@ func runEdits(name string, base *baseImage, ops []byte, log *[]string) error {
 			if err := closeHandle(handles[int(sel)%len(handles)], mm); err != nil {
 				return err
 			}
+		}
+		if perr := partial(desc, ierr); perr != nil {
+			return perr
 		}
 		*log = append(*log, fmt.Sprintf("%s -> %v (model: %v)", desc, ierr, merr))
 		switch {

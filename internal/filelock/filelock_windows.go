@@ -1,6 +1,6 @@
 //go:build windows
 
-package ext4edit
+package filelock
 
 import (
 	"errors"
@@ -13,10 +13,10 @@ import (
 // Windows byte-range locks are mandatory: while one is held, other handles
 // cannot read (exclusive) or write (any lock) the locked bytes. To behave
 // like the advisory flock used on Unix, the lock covers one byte far
-// beyond the end of any possible image (NTFS files end below 2^44 bytes);
+// beyond the end of any possible image file (NTFS files end below 2^44 bytes);
 // LockFileEx allows locking past end of file. Every caller locks the same
 // byte, so locks still conflict with each other, but ordinary I/O on the
-// image by this or any other process is never refused.
+// file by this or any other process is never refused.
 const (
 	lockOffset = 1 << 62
 	lockLen    = 1
@@ -29,13 +29,13 @@ func lockOverlapped() *windows.Overlapped {
 	}
 }
 
-// lockFile takes a LockFileEx lock on f without blocking
-// (LOCKFILE_FAIL_IMMEDIATELY): exclusive for a read-write session, shared
-// for a read-only one. Locks belong to the file handle, so two opens of
-// the same image conflict even inside one process; closing f releases the
+// Lock takes a LockFileEx lock on f without blocking
+// (LOCKFILE_FAIL_IMMEDIATELY): exclusive for a writer, shared
+// for a reader. Locks belong to the file handle, so two opens of
+// the same file conflict even inside one process; closing f releases the
 // lock. When a conflicting lock is held elsewhere the error wraps
 // ErrLocked.
-func lockFile(f *os.File, exclusive bool) error {
+func Lock(f *os.File, exclusive bool) error {
 	flags := uint32(windows.LOCKFILE_FAIL_IMMEDIATELY)
 	if exclusive {
 		flags |= windows.LOCKFILE_EXCLUSIVE_LOCK
@@ -51,8 +51,8 @@ func lockFile(f *os.File, exclusive bool) error {
 	}
 }
 
-// unlockFile releases the lock taken by lockFile.
-func unlockFile(f *os.File) error {
+// Unlock releases the lock taken by Lock.
+func Unlock(f *os.File) error {
 	if err := windows.UnlockFileEx(windows.Handle(f.Fd()), 0, lockLen, 0, lockOverlapped()); err != nil {
 		return fmt.Errorf("unlocking %s: %w", f.Name(), err)
 	}

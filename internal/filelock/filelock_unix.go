@@ -1,6 +1,6 @@
 //go:build unix && !aix
 
-package ext4edit
+package filelock
 
 import (
 	"errors"
@@ -10,13 +10,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// lockFile takes an advisory flock(2) lock on the whole of f without
-// blocking: exclusive for a read-write session, shared for a read-only one.
+// Lock takes an advisory flock(2) lock on the whole of f without
+// blocking: exclusive for a writer, shared for a reader.
 // flock locks belong to the open file description, so two opens of the
-// same image conflict even inside one process, and the lock goes away when
+// same file conflict even inside one process, and the lock goes away when
 // f is closed. When a conflicting lock is held elsewhere the error wraps
 // ErrLocked.
-func lockFile(f *os.File, exclusive bool) error {
+func Lock(f *os.File, exclusive bool) error {
 	how := unix.LOCK_SH
 	if exclusive {
 		how = unix.LOCK_EX
@@ -36,8 +36,8 @@ func lockFile(f *os.File, exclusive bool) error {
 	}
 }
 
-// unlockFile releases the lock taken by lockFile.
-func unlockFile(f *os.File) error {
+// Unlock releases the lock taken by Lock.
+func Unlock(f *os.File) error {
 	for {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_UN)
 		if errors.Is(err, unix.EINTR) {

@@ -84,6 +84,12 @@ const syncEvery = 1 << 16
 // finalizes it and commits with Close. On error the file at path is
 // removed. Running out of space fails with an error wrapping
 // ext4edit.ErrNoSpace.
+//
+// The image is a scratch file until Close returns (ext4edit's
+// Options.Scratch and NoUndo): publish it (rename it into place) only
+// after Close succeeded, and remove it when a finalizing edit or Close
+// fails; an edit that fails part way leaves it refusing further edits
+// (ext4edit.ErrPartialEdit). Close makes it durable with one flush.
 func BuildExt4(ctx context.Context, imgPath string, layers []LayerSource, opts BuildOptions) (*ext4edit.Image, *BuildStats, error) {
 	bs := opts.BlockSize
 	if bs == 0 {
@@ -120,7 +126,10 @@ func BuildExt4(ctx context.Context, imgPath string, layers []LayerSource, opts B
 		Seed:       opts.Seed,
 		Time:       t,
 		NoJournal:  opts.NoJournal,
-		Open:       ext4edit.Options{Now: func() time.Time { return clock }},
+		// The file is new, private until the caller publishes it after
+		// Close, and removed on any error: no rollback of failed edits
+		// and no crash-safe commits until then, one flush at Close.
+		Open: ext4edit.Options{Now: func() time.Time { return clock }, NoUndo: true, Scratch: true},
 	})
 	if err != nil {
 		return nil, nil, err

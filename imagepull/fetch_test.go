@@ -42,40 +42,14 @@ var imgCreated = time.Date(2024, 2, 3, 4, 5, 6, 0, time.UTC)
 // testImage makes a v1.Image (gzip layers) of tar streams, for platform.
 func testImage(t testing.TB, plat v1.Platform, layers ...[]byte) v1.Image {
 	t.Helper()
-	img := empty.Image
-	for _, l := range layers {
-		l := l
-		layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-			return io.NopCloser(bytes.NewReader(l)), nil
-		}, tarball.WithMediaType(types.OCILayer))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if img, err = mutate.AppendLayers(img, layer); err != nil {
-			t.Fatal(err)
-		}
-	}
-	img = mutate.MediaType(img, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture, cf.Variant = plat.OS, plat.Architecture, plat.Variant
-	cf.Created = v1.Time{Time: imgCreated}
-	cf.Config = v1.Config{
+	return testimg.OCIImage(t, plat, imgCreated, v1.Config{
 		Entrypoint: []string{"/bin/sh", "-c"},
 		Cmd:        []string{"echo hi"},
 		Env:        []string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8"},
 		WorkingDir: "/srv",
 		User:       "1000:1000",
 		Labels:     map[string]string{"org.example": "yes"},
-	}
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		t.Fatal(err)
-	}
-	return img
+	}, layers...)
 }
 
 // archLayers are two layers whose /arch says which platform they are.

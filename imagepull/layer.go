@@ -79,10 +79,7 @@ type applier struct {
 	implicit map[string]struct{}
 	// fresh is true while the image holds nothing but what Create made
 	// and the current layer added (the first layer).
-	fresh bool
-	// symlinks holds the symlinks the current layer made (their tar
-	// paths): a name below one may alias an earlier entry.
-	symlinks  map[string]struct{}
+	fresh     bool
 	buf       []byte
 	sinceSync int
 	stats     BuildStats
@@ -155,7 +152,6 @@ func (e *LayerError) Unwrap() error { return e.Err }
 func (a *applier) applyLayer(ctx context.Context, n int, digest string, r io.Reader) error {
 	a.layer, a.digest = n, digest
 	a.layerPaths = map[string]struct{}{"/": {}}
-	a.symlinks = map[string]struct{}{}
 	tr := tar.NewReader(r)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -246,16 +242,14 @@ func (a *applier) entry(hdr *tar.Header, tr *tar.Reader) error {
 		}
 		return a.dir(p, hdr, true)
 	}
-	_, again := a.layerPaths[p]
 	a.mark(p)
 	*a.clock = hdr.ModTime
 	switch hdr.Typeflag {
 	case tar.TypeReg, tar.TypeRegA, tar.TypeCont, tar.TypeGNUSparse:
-		return a.file(p, hdr, tr, again)
+		return a.file(p, hdr, tr)
 	case tar.TypeDir:
 		return a.dir(p, hdr, false)
 	case tar.TypeSymlink:
-		a.symlinks[p] = struct{}{}
 		return a.create(p, hdr, func() error { return a.img.Symlink(hdr.Linkname, p) })
 	case tar.TypeLink:
 		return a.link(p, hdr)
@@ -428,26 +422,45 @@ func typeBits(t byte) uint16 {
 }
 
 // attrs sets owner, mode, times and xattrs from hdr on p (not following a
-// final symlink). Directory times wait for finish. An inode this entry
-// created already has the mode and, through the clock, the mtime; root's
-// and with atime equal to mtime it needs nothing more.
+// final symlink). Directory times wait for finish.
 func (a *applier) attrs(p string, hdr *tar.Header, typ uint16, created bool) error {
+	attr, err := a.attrOf(p, hdr, typ, created)
+	if err != nil {
+		return err
+	}
+	if attr != nil {
+		if err := a.img.Lsetattr(p, *attr); err != nil {
+			return err
+		}
+	}
+	for _, x := range a.xattrsOf(p, hdr) {
+		if err := a.img.SetXattr(p, x.name, x.value); err != nil {
+			return fmt.Errorf("xattr %s: %w", x.name, err)
+		}
+	}
+	return nil
+}
+
+// attrOf is what attrs sets on p besides xattrs, nil for nothing: an
+// inode this entry created already has the mode and, through the clock,
+// the mtime; root's and with atime equal to mtime it needs nothing more.
+func (a *applier) attrOf(p string, hdr *tar.Header, typ uint16, created bool) (*ext4edit.Attr, error) {
 	if hdr.Uid < 0 || hdr.Gid < 0 || hdr.Uid > 1<<32-1 || hdr.Gid > 1<<32-1 {
-		return fmt.Errorf("owner %d:%d out of range", hdr.Uid, hdr.Gid)
+		return nil, fmt.Errorf("owner %d:%d out of range", hdr.Uid, hdr.Gid)
 	}
 	if typ == modeTypeDir {
 		a.dirs[p] = dirTimes{atime: orZero(hdr.AccessTime, hdr.ModTime), mtime: hdr.ModTime}
 	}
 	if created && hdr.Uid == 0 && hdr.Gid == 0 && (hdr.AccessTime.IsZero() || hdr.AccessTime.Equal(hdr.ModTime)) {
 		a.stats.AttrsFromCreate++
-		return a.xattrs(p, hdr)
+		return nil, nil
 	}
 	mode := typ | uint16(hdr.Mode&0o7777)
 	if typ == modeTypeLnk {
 		mode = typ | 0o777
 	}
 	uid, gid := uint32(hdr.Uid), uint32(hdr.Gid)
-	attr := ext4edit.Attr{Mode: &mode, UID: &uid, GID: &gid}
+	attr := &ext4edit.Attr{Mode: &mode, UID: &uid, GID: &gid}
 	mtime := hdr.ModTime
 	atime := hdr.AccessTime
 	if atime.IsZero() {
@@ -456,14 +469,19 @@ func (a *applier) attrs(p string, hdr *tar.Header, typ uint16, created bool) err
 	if typ != modeTypeDir {
 		attr.Atime, attr.Mtime = &atime, &mtime
 	}
-	if err := a.img.Lsetattr(p, attr); err != nil {
-		return err
-	}
-	return a.xattrs(p, hdr)
+	return attr, nil
 }
 
-// xattrs sets the extended attributes recorded in hdr's PAX records.
-func (a *applier) xattrs(p string, hdr *tar.Header) error {
+// tarXattr is one extended attribute to set.
+type tarXattr struct {
+	name  string
+	value []byte
+}
+
+// xattrsOf returns the extended attributes recorded in hdr's PAX records
+// that an image takes, sorted by name, counting them (and warning about
+// and counting those it skips).
+func (a *applier) xattrsOf(p string, hdr *tar.Header) []tarXattr {
 	if len(hdr.PAXRecords) == 0 {
 		return nil
 	}
@@ -496,6 +514,7 @@ func (a *applier) xattrs(p string, hdr *tar.Header) error {
 		}
 	}
 	sort.Strings(names)
+	var out []tarXattr
 	for _, n := range names {
 		v, ok, why := mapXattr(n, vals[n])
 		if !ok {
@@ -503,12 +522,10 @@ func (a *applier) xattrs(p string, hdr *tar.Header) error {
 			a.stats.XattrsSkipped++
 			continue
 		}
-		if err := a.img.SetXattr(p, n, v); err != nil {
-			return fmt.Errorf("xattr %s: %w", n, err)
-		}
+		out = append(out, tarXattr{n, v})
 		a.stats.Xattrs++
 	}
-	return nil
+	return out
 }
 
 // mapXattr decides how a tar xattr is stored: security.*, user.* and
@@ -620,32 +637,42 @@ func (a *applier) mkdir(p string, perm fs.FileMode) (bool, error) {
 	return err == nil, err
 }
 
-// file writes a regular file from the tar stream into a new inode.
-func (a *applier) file(p string, hdr *tar.Header, tr *tar.Reader, again bool) error {
-	// An existing name is unlinked first: Create would truncate the old
-	// inode in place (changing every hard link to it) or write through a
-	// final symlink. In the first layer only a repeated name can exist,
-	// or one reached through a symlink the layer made.
-	if !a.fresh || again || p == lostFound || a.belowSymlink(p) {
-		if _, err := a.img.Lstat(p); err == nil {
-			if err := a.clear(p); err != nil {
-				return err
-			}
-		} else if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, ext4edit.ErrNotDir) {
-			return err
-		}
+// file writes a regular file from the tar stream into a new inode. An
+// existing name is unlinked first (CreateExcl refuses it): writing into
+// the old inode would change every hard link to it, or write through a
+// final symlink. Owner, mode, times and xattrs are set when the file is
+// closed, in the operation that maps its data.
+func (a *applier) file(p string, hdr *tar.Header, tr *tar.Reader) error {
+	attr, err := a.attrOf(p, hdr, modeTypeReg, true)
+	if err != nil {
+		return err
 	}
 	perm := tarPerm(hdr.Mode)
-	f, err := a.img.Create(p, perm)
-	if errors.Is(err, fs.ErrNotExist) {
+	f, err := a.img.CreateExcl(p, perm)
+	if errors.Is(err, fs.ErrExist) {
+		if err = a.clear(p); err == nil {
+			f, err = a.img.CreateExcl(p, perm)
+		}
+	} else if errors.Is(err, fs.ErrNotExist) {
 		if err = a.parents(p); err == nil {
-			f, err = a.img.Create(p, perm)
+			f, err = a.img.CreateExcl(p, perm)
 		}
 	}
 	if err != nil {
 		return err
 	}
-	n, err := io.CopyBuffer(f, tr, a.buf)
+	if attr != nil {
+		err = f.SetAttr(*attr)
+	}
+	for _, x := range a.xattrsOf(p, hdr) {
+		if err == nil {
+			err = f.SetXattr(x.name, x.value)
+		}
+	}
+	var n int64
+	if err == nil {
+		n, err = io.CopyBuffer(f, tr, a.buf)
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -654,21 +681,7 @@ func (a *applier) file(p string, hdr *tar.Header, tr *tar.Reader, again bool) er
 	}
 	a.stats.FileBytes += n
 	a.count(tar.TypeReg)
-	return a.attrs(p, hdr, modeTypeReg, true)
-}
-
-// belowSymlink reports whether an ancestor of p is a symlink the current
-// layer made.
-func (a *applier) belowSymlink(p string) bool {
-	if len(a.symlinks) == 0 {
-		return false
-	}
-	for d := path.Dir(p); d != "/"; d = path.Dir(d) {
-		if _, ok := a.symlinks[d]; ok {
-			return true
-		}
-	}
-	return false
+	return nil
 }
 
 // link makes p a hard link to the inode hdr.Linkname names in the image.

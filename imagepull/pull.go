@@ -7,8 +7,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/banger/ext4kit/internal/filelock"
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -47,12 +50,26 @@ type PullResult struct {
 // stream from the source into the image; nothing is written outside
 // OUTDIR, and nothing but the temporary image (and, when sizing a
 // registry image, its spooled layers) before the stage publishes.
+// A crash at any point leaves OUTDIR/rootfs.ext4 the old image or the
+// new one (TestCrashBuildStage). One Pull at a time publishes into OUTDIR:
+// it holds an exclusive lock on OUTDIR/.imagepull.lock (a second Pull
+// fails at once with an error wrapping ErrOutdirBusy), and under that lock
+// removes the hidden temporaries (OUTDIR/.rootfs.ext4.tmp-*,
+// .layers.tmp-*/, .image.json.tmp-*, ...) a crashed Pull left behind.
 func Pull(ctx context.Context, source, outdir string, opts PullOptions) (res *PullResult, err error) {
 	logf := opts.Logf
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
 	if err := os.MkdirAll(outdir, 0o755); err != nil {
+		return nil, err
+	}
+	unlock, err := lockOutdir(outdir)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if err := removeStaleTemps(outdir, logf); err != nil {
 		return nil, err
 	}
 
@@ -158,4 +175,51 @@ func metadataOf(f *Fetched, st *BuildStats) *ImageMetadata {
 		m.Rootfs.FileBytes = st.FileBytes
 	}
 	return m
+}
+
+// LockName is the lock file Pull holds in OUTDIR while it runs.
+const LockName = ".imagepull.lock"
+
+// ErrOutdirBusy: another Pull into the same OUTDIR is running.
+var ErrOutdirBusy = errors.New("another pull into this directory is running")
+
+// lockOutdir takes OUTDIR's lock without waiting and returns its release.
+func lockOutdir(outdir string) (func(), error) {
+	p := filepath.Join(outdir, LockName)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := filelock.Lock(f, true); err != nil {
+		f.Close()
+		if errors.Is(err, filelock.ErrLocked) {
+			return nil, fmt.Errorf("%s: %w", outdir, ErrOutdirBusy)
+		}
+		return nil, err
+	}
+	return func() { _ = filelock.Unlock(f); _ = f.Close() }, nil
+}
+
+// pullTemps are the names (before ".tmp-") of the hidden temporaries a
+// Pull makes in OUTDIR: the image, the layer spool, the staged files.
+var pullTemps = []string{"." + RootfsName, ".layers", "." + MetadataName, "." + KernelName, "." + InitrdName}
+
+// removeStaleTemps removes what a crashed Pull left in OUTDIR; the caller
+// holds OUTDIR's lock, so no running Pull owns them.
+func removeStaleTemps(outdir string, logf func(string, ...any)) error {
+	ents, err := os.ReadDir(outdir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		base, _, ok := strings.Cut(e.Name(), ".tmp-")
+		if !ok || !slices.Contains(pullTemps, base) {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(outdir, e.Name())); err != nil {
+			return fmt.Errorf("removing a crashed pull's %s: %w", e.Name(), err)
+		}
+		logf("removed %s, left by a pull that did not finish", e.Name())
+	}
+	return nil
 }

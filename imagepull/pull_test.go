@@ -89,7 +89,7 @@ func TestPullOCILayout(t *testing.T) {
 	if got := listDir(t, parent); strings.Join(got, ",") != "out" {
 		t.Errorf("pull wrote beside OUTDIR: %v", got)
 	}
-	if got := listDir(t, outdir); strings.Join(got, ",") != "image.json,rootfs.ext4" {
+	if got := listDir(t, outdir); strings.Join(got, ",") != LockName+",image.json,rootfs.ext4" {
 		t.Errorf("OUTDIR holds %v", got)
 	}
 	p := filepath.Join(outdir, RootfsName)
@@ -153,7 +153,7 @@ func TestPullRegistrySpool(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkArchImage(t, filepath.Join(outdir, RootfsName), "arm64")
-	if got := listDir(t, outdir); strings.Join(got, ",") != "image.json,rootfs.ext4" {
+	if got := listDir(t, outdir); strings.Join(got, ",") != LockName+",image.json,rootfs.ext4" {
 		t.Errorf("OUTDIR holds %v", got)
 	}
 	mu.Lock()
@@ -195,7 +195,7 @@ func TestPullBootArtifacts(t *testing.T) {
 	if _, err := Pull(context.Background(), "oci:"+src, outdir, PullOptions{BootArtifacts: true, Size: 48 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	if got := listDir(t, outdir); strings.Join(got, ",") != "image.json,initrd,kernel,rootfs.ext4" {
+	if got := listDir(t, outdir); strings.Join(got, ",") != LockName+",image.json,initrd,kernel,rootfs.ext4" {
 		t.Errorf("OUTDIR holds %v", got)
 	}
 	for f, want := range map[string]string{KernelName: "kernel 18", InitrdName: "initrd 18"} {
@@ -214,7 +214,7 @@ func TestPullBootArtifacts(t *testing.T) {
 	if _, err := Pull(context.Background(), "oci:"+src, outdir, PullOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if got := listDir(t, outdir); strings.Join(got, ",") != "image.json,rootfs.ext4" {
+	if got := listDir(t, outdir); strings.Join(got, ",") != LockName+",image.json,rootfs.ext4" {
 		t.Errorf("OUTDIR holds %v", got)
 	}
 
@@ -225,7 +225,7 @@ func TestPullBootArtifacts(t *testing.T) {
 	if !errors.Is(err, ErrNoKernel) {
 		t.Fatalf("error %v, want ErrNoKernel", err)
 	}
-	if got := listDir(t, outdir); strings.Join(got, ",") != "image.json,rootfs.ext4" {
+	if got := listDir(t, outdir); strings.Join(got, ",") != LockName+",image.json,rootfs.ext4" {
 		t.Errorf("a failed pull left %v", got)
 	}
 	if after := testimg.SHA256File(t, filepath.Join(outdir, RootfsName)); after != before {
@@ -274,7 +274,7 @@ func TestPullTooSmall(t *testing.T) {
 	if !errors.Is(err, ext4edit.ErrNoSpace) || !strings.Contains(err.Error(), "too small") {
 		t.Fatalf("error %v, want ErrNoSpace saying the image is too small", err)
 	}
-	if got := listDir(t, outdir); len(got) != 0 {
+	if got := listDir(t, outdir); strings.Join(got, ",") != LockName {
 		t.Errorf("a failed pull left %v", got)
 	}
 }

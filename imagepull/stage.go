@@ -169,11 +169,13 @@ func StageBootArtifacts(tmpImage, outdir string, meta *ImageMetadata, opts Stage
 			return fmt.Errorf("stage: %w", err)
 		}
 	}
+	syncDir(outdir) // the removals are durable before the image changes
 	if err := os.Rename(tmpImage, filepath.Join(outdir, RootfsName)); err != nil {
 		return fmt.Errorf("stage: %w", err)
 	}
 	for len(pending) > 0 {
 		s := pending[0]
+		syncDir(outdir) // each rename is durable before the next: image.json last
 		if err := os.Rename(s.tmp, s.final); err != nil {
 			return fmt.Errorf("stage: %w", err)
 		}

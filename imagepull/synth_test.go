@@ -2,7 +2,7 @@ package imagepull
 
 import (
 	"archive/tar"
-	"bytes"
+	"bufio"
 	"fmt"
 	"io"
 	"math/rand"
@@ -16,33 +16,40 @@ import (
 
 // synthConfig shapes a synthetic multi-layer image for the benchmark.
 type synthConfig struct {
-	SmallFiles int   // spread over a tree of directories, 0..8 KiB
-	LargeFiles int   // LargeSize each
-	LargeSize  int64 //
-	DeepLevels int   // one chain of nested directories this deep
-	BigDirs    int   // directories with BigDirSize entries each
-	BigDirSize int
-	Layers     int // the small files and big dirs spread over these
+	SmallFiles  int   // spread over a tree of directories, 0..8 KiB
+	MediumFiles int   // shared-library sized, 8..256 KiB, a few dirs
+	LargeFiles  int   // LargeSize each
+	LargeSize   int64 //
+	DeepLevels  int   // one chain of nested directories this deep
+	BigDirs     int   // directories with BigDirSize entries each
+	BigDirSize  int
+	Layers      int // the small files and big dirs spread over these
 }
 
+// benchSynth is what the benchmark asks for: over 10,000 entries
+// and 500 MB of tar, shaped like a distribution (about 570 MB and 34,000
+// entries in 3 layers: most entries small, most bytes in medium and
+// large files).
 var benchSynth = synthConfig{
-	SmallFiles: 6000,
-	LargeFiles: 6,
-	LargeSize:  16 << 20,
-	DeepLevels: 40,
-	BigDirs:    3,
-	BigDirSize: 3000,
-	Layers:     3,
+	SmallFiles:  21000,
+	MediumFiles: 2400,
+	LargeFiles:  8,
+	LargeSize:   16 << 20,
+	DeepLevels:  40,
+	BigDirs:     3,
+	BigDirSize:  3000,
+	Layers:      3,
 }
 
 var smallSynth = synthConfig{
-	SmallFiles: 600,
-	LargeFiles: 2,
-	LargeSize:  1 << 20,
-	DeepLevels: 20,
-	BigDirs:    1,
-	BigDirSize: 500,
-	Layers:     2,
+	SmallFiles:  600,
+	MediumFiles: 20,
+	LargeFiles:  2,
+	LargeSize:   1 << 20,
+	DeepLevels:  20,
+	BigDirs:     1,
+	BigDirSize:  500,
+	Layers:      2,
 }
 
 // synthPool is text-like bytes with some noise (gzip shrinks it about
@@ -132,6 +139,13 @@ func synthLayers(cfg synthConfig, w func(layer int) io.Writer) error {
 				}
 			}
 		}
+		// Medium files: libraries, a few directories of them.
+		for i := 0; i < cfg.MediumFiles/cfg.Layers; i++ {
+			name := fmt.Sprintf("usr/lib/mod%02d/lib-%d-%05d.so", i%20, l, i)
+			if err := file(name, 8192+int64(r.Intn(248<<10)), 0o644, 0); err != nil {
+				return err
+			}
+		}
 		// Big directories.
 		for d := 0; d < cfg.BigDirs; d++ {
 			if d%cfg.Layers != l {
@@ -182,33 +196,91 @@ func synthLayers(cfg synthConfig, w func(layer int) io.Writer) error {
 }
 
 // synthFiles writes cfg's layers to dir as layerN.tar and layerN.tar.gz
-// and returns both path lists.
+// and returns both path lists. Each layer streams to its two files (the
+// gzip in its own goroutine), so this process stays small: the
+// benchmark's children are forked from it.
 func synthFiles(t testing.TB, cfg synthConfig, dir string) (plain, gz []string) {
 	t.Helper()
-	var bufs []*bytes.Buffer
-	err := synthLayers(cfg, func(l int) io.Writer {
-		b := &bytes.Buffer{}
-		bufs = append(bufs, b)
-		return b
+	var cur *synthOut
+	var err error
+	werr := synthLayers(cfg, func(l int) io.Writer {
+		if cur != nil {
+			if err = cur.close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p := filepath.Join(dir, fmt.Sprintf("layer%d.tar", l))
+		if cur, err = newSynthOut(p, p+".gz"); err != nil {
+			t.Fatal(err)
+		}
+		plain, gz = append(plain, p), append(gz, p+".gz")
+		return cur
 	})
-	if err != nil {
-		t.Fatal(err)
+	if werr != nil {
+		t.Fatal(werr)
 	}
-	for i, b := range bufs {
-		p := filepath.Join(dir, fmt.Sprintf("layer%d.tar", i))
-		if err := os.WriteFile(p, b.Bytes(), 0o644); err != nil {
+	if cur != nil {
+		if err := cur.close(); err != nil {
 			t.Fatal(err)
 		}
-		plain = append(plain, p)
-		var z bytes.Buffer
-		zw, _ := gzip.NewWriterLevel(&z, gzip.DefaultCompression)
-		zw.Write(b.Bytes())
-		zw.Close()
-		p = filepath.Join(dir, fmt.Sprintf("layer%d.tar.gz", i))
-		if err := os.WriteFile(p, z.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		gz = append(gz, p)
 	}
 	return plain, gz
+}
+
+// synthOut writes one layer to a plain file and, through a pipe to a
+// goroutine, to a gzip file.
+type synthOut struct {
+	plain, gz *os.File
+	bw        *bufio.Writer
+	pw        *io.PipeWriter
+	done      chan error
+}
+
+func newSynthOut(plainPath, gzPath string) (*synthOut, error) {
+	pf, err := os.Create(plainPath)
+	if err != nil {
+		return nil, err
+	}
+	zf, err := os.Create(gzPath)
+	if err != nil {
+		pf.Close()
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	o := &synthOut{plain: pf, gz: zf, bw: bufio.NewWriterSize(pf, 1<<20), pw: pw, done: make(chan error, 1)}
+	go func() {
+		zb := bufio.NewWriterSize(zf, 1<<20)
+		zw, _ := gzip.NewWriterLevel(zb, gzip.DefaultCompression)
+		_, err := io.Copy(zw, pr)
+		if cerr := zw.Close(); err == nil {
+			err = cerr
+		}
+		if ferr := zb.Flush(); err == nil {
+			err = ferr
+		}
+		pr.CloseWithError(err)
+		o.done <- err
+	}()
+	return o, nil
+}
+
+func (o *synthOut) Write(p []byte) (int, error) {
+	if _, err := o.pw.Write(p); err != nil {
+		return 0, err
+	}
+	return o.bw.Write(p)
+}
+
+func (o *synthOut) close() error {
+	err := o.bw.Flush()
+	o.pw.Close()
+	if zerr := <-o.done; err == nil {
+		err = zerr
+	}
+	for _, f := range []*os.File{o.plain, o.gz} {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	return err
 }

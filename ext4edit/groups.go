@@ -84,13 +84,17 @@ func (g groupDesc) setInodeBitmapCsum(c uint32) {
 	g.setLohi16(bgInodeBitmapCsumLo, bgInodeBitmapCsumHi, c)
 }
 
+// zeroCsum16 stands in for bg_checksum while it is computed (a package
+// array: a literal would be allocated on every call).
+var zeroCsum16 [2]byte
+
 // checksum computes bg_checksum for group number group: crc32c & 0xFFFF
 // under metadata_csum, crc16 under gdt_csum (uninit_bg).
 func (g groupDesc) checksum(sb superblock, seed uint32, group uint32) uint16 {
 	if sb.metadataCsum() {
 		c := crc32cU32(seed, group)
 		c = crc32cRaw(c, g.b[:bgChecksum])
-		c = crc32cRaw(c, []byte{0, 0})
+		c = crc32cRaw(c, zeroCsum16[:])
 		if len(g.b) > bgChecksum+2 {
 			c = crc32cRaw(c, g.b[bgChecksum+2:])
 		}

@@ -276,7 +276,7 @@ func (img *Image) load(limit int64) error {
 	}
 	img.csumSeed = sb.csumSeed()
 
-	img.gdt = make([]byte, uint64(img.gdtBlocks)*uint64(img.bs))
+	img.gdt = bigBuffer(int(img.gdtBlocks)*int(img.bs), img)
 	if !sb.hasIncompat(incompatMetaBG) && img.overlay == nil {
 		// The table is contiguous after the superblock: one read.
 		first := uint64(img.firstDataBlock) + 1

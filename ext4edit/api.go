@@ -85,34 +85,24 @@ type Attr struct {
 // merge copies the fields of a that are set into attr (the values, so
 // the caller may reuse what a points at).
 func (attr *Attr) merge(a Attr) {
-	cp := func(dst **time.Time, src *time.Time) {
-		if src != nil {
-			v := *src
-			*dst = &v
-		}
+	copyIfSet(&attr.Mode, a.Mode)
+	copyIfSet(&attr.UID, a.UID)
+	copyIfSet(&attr.GID, a.GID)
+	copyIfSet(&attr.Atime, a.Atime)
+	copyIfSet(&attr.Mtime, a.Mtime)
+	copyIfSet(&attr.Ctime, a.Ctime)
+	copyIfSet(&attr.Crtime, a.Crtime)
+	copyIfSet(&attr.LinksCount, a.LinksCount)
+	copyIfSet(&attr.Generation, a.Generation)
+	copyIfSet(&attr.Flags, a.Flags)
+}
+
+// copyIfSet points *dst at a copy of *src when src is set.
+func copyIfSet[T any](dst **T, src *T) {
+	if src != nil {
+		v := *src
+		*dst = &v
 	}
-	cp32 := func(dst **uint32, src *uint32) {
-		if src != nil {
-			v := *src
-			*dst = &v
-		}
-	}
-	cp16 := func(dst **uint16, src *uint16) {
-		if src != nil {
-			v := *src
-			*dst = &v
-		}
-	}
-	cp16(&attr.Mode, a.Mode)
-	cp32(&attr.UID, a.UID)
-	cp32(&attr.GID, a.GID)
-	cp(&attr.Atime, a.Atime)
-	cp(&attr.Mtime, a.Mtime)
-	cp(&attr.Ctime, a.Ctime)
-	cp(&attr.Crtime, a.Crtime)
-	cp16(&attr.LinksCount, a.LinksCount)
-	cp32(&attr.Generation, a.Generation)
-	cp32(&attr.Flags, a.Flags)
 }
 
 // Unix file type bits of i_mode.

@@ -94,21 +94,8 @@ func runInject(img *ext4edit.Image, steps []injectStep, assets map[string][]byte
 	return nil
 }
 
-func lookE2fs(name string) string {
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
-		p := filepath.Join(dir, name)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p
-		}
-	}
-	return ""
-}
-
 func BenchmarkLibraryInject(b *testing.B) {
-	mkfs := lookE2fs("mkfs.ext4")
+	mkfs := testimg.LookTool("mkfs.ext4")
 	if mkfs == "" {
 		b.Skip("mkfs.ext4 not found: BenchmarkLibraryInject needs e2fsprogs to make its images")
 	}
@@ -124,7 +111,7 @@ func BenchmarkLibraryInject(b *testing.B) {
 	_, _ = rand.NewChaCha8([32]byte{'b', 'a', 'n', 'g', 'e', 'r'}).Read(agent)
 	assets["banger-vsock-agent"] = agent
 	steps := injectSteps(b)
-	e2fsck := lookE2fs("e2fsck")
+	e2fsck := testimg.LookTool("e2fsck")
 
 	var base float64 // ns/op at 1 GiB
 	for _, size := range []struct {

@@ -243,6 +243,16 @@ func (c *blockCache) dirtyByKind(k blockKind) []uint64 {
 	return c.dirtyWhere(func(b *cblock) bool { return b.kind == k })
 }
 
+// hasDirty reports whether any block waits for a commit.
+func (c *blockCache) hasDirty() bool {
+	for _, b := range c.blocks {
+		if b.dirty {
+			return true
+		}
+	}
+	return false
+}
+
 // dirtyWhere lists the dirty blocks for which keep is true, sorted.
 func (c *blockCache) dirtyWhere(keep func(*cblock) bool) []uint64 {
 	var out []uint64

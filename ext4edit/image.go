@@ -670,7 +670,7 @@ func (img *Image) commit() error {
 		return img.partial
 	}
 	work := img.dataWritten || len(img.gdtDirty) > 0 || len(img.pendingFree) > 0 ||
-		len(img.pendingInodeFrees) > 0 || len(img.cache.dirtyWhere(func(*cblock) bool { return true })) > 0
+		len(img.pendingInodeFrees) > 0 || img.cache.hasDirty()
 	if !work {
 		return nil
 	}
@@ -790,30 +790,40 @@ func (img *Image) commitJournaled() error {
 	if err != nil {
 		return err
 	}
-	// Blocks allocated this session (new directory, tree and attribute
-	// blocks) go home before the log, like file data: nothing on disk
-	// points at them until the transaction commits, so they need no
-	// journaling, and the log's first barrier makes them durable.
-	if err := img.writeBlocks(img.cache.dirtyWhere(func(b *cblock) bool { return b.fresh })); err != nil {
-		return err
-	}
-	// Logged blocks that read as zeros are written home as zeros now, a
-	// no-op byte for byte: where the image file is sparse, the checkpoint's
-	// barrier then overwrites allocated blocks instead of also waiting for
-	// the host filesystem to commit their allocation.
-	zero := make([]byte, img.bs)
-	for _, blk := range img.cache.dirtyWhere(func(b *cblock) bool { return b.zeroOnDisk }) {
-		if err := img.writeRaw(blk, zero); err != nil {
-			return err
+	// One pass over the dirty set, in block order:
+	//   - blocks allocated this session (new directory, tree and attribute
+	//     blocks) go home before the log, like file data: nothing on disk
+	//     points at them until the transaction commits, so they need no
+	//     journaling, and the log's first barrier makes them durable;
+	//   - logged blocks that read as zeros are written home as zeros now,
+	//     a no-op byte for byte: where the image file is sparse, the
+	//     checkpoint's barrier then overwrites allocated blocks instead of
+	//     also waiting for the host filesystem to commit their allocation;
+	//   - the rest is logged, grouped by kind.
+	var zero []byte
+	var byKind [numKinds][]loggedBlock
+	for _, blk := range img.cache.dirtyWhere(func(*cblock) bool { return true }) {
+		b := img.cache.blocks[blk]
+		switch {
+		case b.fresh:
+			if err := img.writeRaw(blk, b.data); err != nil {
+				return err
+			}
+			img.cache.markClean(blk)
+			continue
+		case b.zeroOnDisk:
+			if zero == nil {
+				zero = make([]byte, img.bs)
+			}
+			if err := img.writeRaw(blk, zero); err != nil {
+				return err
+			}
 		}
+		byKind[b.kind] = append(byKind[b.kind], loggedBlock{blk, b.data})
 	}
 	var blocks []loggedBlock
-	for k := blockKind(0); k < numKinds; k++ {
-		blks := img.cache.dirtyByKind(k)
-		sort.Slice(blks, func(a, b int) bool { return blks[a] < blks[b] })
-		for _, blk := range blks {
-			blocks = append(blocks, loggedBlock{blk, img.cache.blocks[blk].data})
-		}
+	for _, lbs := range byKind {
+		blocks = append(blocks, lbs...)
 	}
 	for _, i := range img.dirtyDescBlocks() {
 		buf, err := img.descBlockImage(i)

@@ -438,10 +438,17 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 	if err := img.dev.Sync(); err != nil {
 		return err
 	}
-	// 5. Empty the journal, then (a barrier later) drop the flag: the
-	// flag must never be clear while the journal still points at a log.
+	// 5. Empty the journal.
+	return img.emptyJournal(j, seq+1)
+}
+
+// emptyJournal marks the log empty (the next transaction numbered next),
+// then, a barrier later, drops the recovery flag: the flag must never be
+// clear while the journal still points at a log (e2fsck -p stops on it).
+// Every block the log held must be durable at home already.
+func (img *Image) emptyJournal(j *journal, next uint32) error {
 	be.PutUint32(j.sb[jsStart:], 0)
-	be.PutUint32(j.sb[jsSequence:], seq+1)
+	be.PutUint32(j.sb[jsSequence:], next)
 	if err := j.writeSB(); err != nil {
 		return err
 	}

@@ -206,18 +206,7 @@ func (img *Image) replay() error {
 	if err := img.dev.Sync(); err != nil {
 		return err
 	}
-	be.PutUint32(j.sb[jsStart:], 0)
-	be.PutUint32(j.sb[jsSequence:], next)
-	if err := j.writeSB(); err != nil {
-		return err
-	}
-	if err := img.dev.Sync(); err != nil {
-		return err
-	}
-	if err := img.setRecoverFlag(false); err != nil {
-		return err
-	}
-	return img.dev.Sync()
+	return img.emptyJournal(j, next)
 }
 
 // writeRefusalBesidesRecovery is writePolicy without the needs_recovery

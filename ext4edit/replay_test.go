@@ -387,26 +387,8 @@ func TestReplayDebugfsTransactions(t *testing.T) {
 // them, the first block logged in both. It returns the revoked block.
 func rpLogDiff(t *testing.T, a, b, jo string) uint64 {
 	t.Helper()
-	ab, err := os.ReadFile(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bb, err := os.ReadFile(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := testimg.Dumpe2fs(t, a, true)
-	bs64, _ := testimg.HeaderField(h, "Block size")
-	count, _ := testimg.HeaderField(h, "Block count")
-	bs := int(bs64)
-	var blocks []string
-	var data []byte
-	for off := 0; off < len(ab); off += bs {
-		if !bytes.Equal(ab[off:off+bs], bb[off:off+bs]) {
-			blocks = append(blocks, fmt.Sprint(off/bs))
-			data = append(data, bb[off:off+bs]...)
-		}
-	}
+	blocks, data, ab, bs := testimg.BlockDiff(t, a, b)
+	count, _ := testimg.HeaderField(testimg.Dumpe2fs(t, a, true), "Block count")
 	if len(blocks) < 4 {
 		t.Fatalf("only %d blocks differ", len(blocks))
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/banger/ext4kit/ext4edit"
+	"github.com/banger/ext4kit/internal/testimg"
 )
 
 // inputTimeout bounds one input: a hang is reported as a failure with
@@ -98,7 +99,7 @@ var editBases = sync.OnceValues(func() ([]*baseImage, error) {
 				return nil, err
 			}
 		default:
-			mk := lookTool("mke2fs")
+			mk := testimg.LookTool("mke2fs")
 			if mk == "" {
 				continue // no e2fsprogs: the Create bases only
 			}
@@ -653,20 +654,6 @@ const (
 	tarMaxData    = 4 << 20
 )
 
-func tarPerm(mode int64) fs.FileMode {
-	m := fs.FileMode(mode & 0o777)
-	if mode&0o4000 != 0 {
-		m |= fs.ModeSetuid
-	}
-	if mode&0o2000 != 0 {
-		m |= fs.ModeSetgid
-	}
-	if mode&0o1000 != 0 {
-		m |= fs.ModeSticky
-	}
-	return m
-}
-
 func applyTar(name string, data []byte) error {
 	img, err := ext4edit.Open(name, &ext4edit.Options{NoLock: true})
 	if err != nil {
@@ -706,7 +693,7 @@ func applyTar(name string, data []byte) error {
 			break
 		}
 		p := path.Clean("/" + hdr.Name)
-		perm := tarPerm(hdr.Mode)
+		perm := hdr.FileInfo().Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
 		if p == "/" {
 			_ = img.Chmod(p, perm)
 			continue

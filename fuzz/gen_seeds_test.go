@@ -123,24 +123,8 @@ func journalTxnImage(t *testing.T, csum string, size string, opts ...string) []b
 // as debugfs transactions, and returns a's bytes (needs_recovery set).
 func journalDiff(t *testing.T, a, b, csum string) []byte {
 	t.Helper()
-	ab, err := os.ReadFile(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bb, err := os.ReadFile(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs := int(headerNum(t, a, "Block size"))
+	blocks, data, _, bs := testimg.BlockDiff(t, a, b)
 	dir := filepath.Dir(a)
-	var blocks []string
-	var data []byte
-	for off := 0; off < len(ab); off += bs {
-		if !bytes.Equal(ab[off:off+bs], bb[off:off+bs]) {
-			blocks = append(blocks, fmt.Sprint(off/bs))
-			data = append(data, bb[off:off+bs]...)
-		}
-	}
 	if len(blocks) < 2 {
 		t.Fatalf("only %d blocks differ", len(blocks))
 	}

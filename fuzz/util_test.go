@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path"
-	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/banger/ext4kit/ext4edit"
+	"github.com/banger/ext4kit/internal/testimg"
 )
 
 // Image inputs: raw bytes, gzip, or the sparse form (see doc.go).
@@ -330,20 +330,7 @@ func readFile(img *ext4edit.Image, fsys fs.FS, p string, size int64, st *walkSta
 }
 
 // e2fsck finds e2fsck on PATH or in the sbin directories.
-var e2fsckPath = sync.OnceValue(func() string { return lookTool("e2fsck") })
-
-func lookTool(name string) string {
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
-		p := filepath.Join(dir, name)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p
-		}
-	}
-	return ""
-}
+var e2fsckPath = sync.OnceValue(func() string { return testimg.LookTool("e2fsck") })
 
 // fsckClean runs e2fsck -fn; ok reports a clean verdict. ran is false
 // when e2fsck is not installed (the oracle is then skipped).

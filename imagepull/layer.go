@@ -108,21 +108,9 @@ func newApplier(img *ext4edit.Image, warnf func(string, ...any), clock *time.Tim
 	}
 }
 
-// tarPerm is the permission part of a tar mode as an fs.FileMode,
-// setuid, setgid and sticky included.
-func tarPerm(mode int64) fs.FileMode {
-	m := fs.FileMode(mode) & fs.ModePerm
-	if mode&0o4000 != 0 {
-		m |= fs.ModeSetuid
-	}
-	if mode&0o2000 != 0 {
-		m |= fs.ModeSetgid
-	}
-	if mode&0o1000 != 0 {
-		m |= fs.ModeSticky
-	}
-	return m
-}
+// tarPerm is the permission part of a tar header's mode (setuid, setgid
+// and sticky included), as archive/tar decodes it.
+func tarPerm(hdr *tar.Header) fs.FileMode { return hdr.FileInfo().Mode() & modeBits }
 
 // LayerError says which layer and which entry a build failed on.
 type LayerError struct {
@@ -267,7 +255,7 @@ func (a *applier) entry(hdr *tar.Header, tr *tar.Reader) error {
 			return fmt.Errorf("device number %d:%d out of range", hdr.Devmajor, hdr.Devminor)
 		}
 		return a.create(p, hdr, func() error {
-			return a.img.Mknod(p, mode|tarPerm(hdr.Mode), uint32(hdr.Devmajor), uint32(hdr.Devminor))
+			return a.img.Mknod(p, mode|tarPerm(hdr), uint32(hdr.Devmajor), uint32(hdr.Devminor))
 		})
 	}
 	a.warnf("layer %d: entry %q has unsupported tar type %q; skipped", a.layer, hdr.Name, hdr.Typeflag)
@@ -590,7 +578,7 @@ func (a *applier) dir(p string, hdr *tar.Header, root bool) error {
 	created := false
 	if !root {
 		var err error
-		if created, err = a.mkdir(p, tarPerm(hdr.Mode)); err != nil {
+		if created, err = a.mkdir(p, tarPerm(hdr)); err != nil {
 			return err
 		}
 	}
@@ -647,7 +635,7 @@ func (a *applier) file(p string, hdr *tar.Header, tr *tar.Reader) error {
 	if err != nil {
 		return err
 	}
-	perm := tarPerm(hdr.Mode)
+	perm := tarPerm(hdr)
 	f, err := a.img.CreateExcl(p, perm)
 	if errors.Is(err, fs.ErrExist) {
 		if err = a.clear(p); err == nil {

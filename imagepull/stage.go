@@ -1,6 +1,7 @@
 package imagepull
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -147,7 +148,7 @@ func StageBootArtifacts(tmpImage, outdir string, meta *ImageMetadata, opts Stage
 	if err != nil {
 		return err
 	}
-	jtmp, err := writeTemp(outdir, MetadataName, append(js, '\n'))
+	jtmp, err := writeTemp(outdir, MetadataName, bytes.NewReader(append(js, '\n')))
 	if err != nil {
 		return fmt.Errorf("stage: %w", err)
 	}
@@ -185,13 +186,14 @@ func StageBootArtifacts(tmpImage, outdir string, meta *ImageMetadata, opts Stage
 	return nil
 }
 
-// writeTemp writes data to a new hidden file beside OUTDIR/name, synced.
-func writeTemp(outdir, name string, data []byte) (string, error) {
+// writeTemp writes src to a new hidden file beside OUTDIR/name, synced,
+// and returns its path; on error the file is removed.
+func writeTemp(outdir, name string, src io.Reader) (string, error) {
 	f, err := os.CreateTemp(outdir, "."+name+".tmp-*")
 	if err != nil {
 		return "", err
 	}
-	_, err = f.Write(data)
+	_, err = io.Copy(f, src)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -213,22 +215,11 @@ func copyOut(img *ext4edit.Image, p, outdir, name string) (string, error) {
 		return "", err
 	}
 	defer src.Close()
-	f, err := os.CreateTemp(outdir, "."+name+".tmp-*")
+	tmp, err := writeTemp(outdir, name, src)
 	if err != nil {
-		return "", err
-	}
-	_, err = io.Copy(f, src)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(f.Name())
 		return "", fmt.Errorf("copy %s: %w", p, err)
 	}
-	return f.Name(), nil
+	return tmp, nil
 }
 
 func syncDir(dir string) {

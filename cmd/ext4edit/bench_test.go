@@ -43,21 +43,6 @@ import (
 // benchAgentSize stands in for the static Go vsock agent binary.
 const benchAgentSize = 4 << 20
 
-// lookTool finds a tool on PATH or in the sbin directories a non-root PATH
-// lacks; "" when it is missing.
-func lookTool(name string) string {
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
-		p := filepath.Join(dir, name)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p
-		}
-	}
-	return ""
-}
-
 func TestDemo(t *testing.T) {
 	dir := t.TempDir()
 	var stdout, stderr bytes.Buffer
@@ -103,7 +88,7 @@ func TestDemo(t *testing.T) {
 	if code := runDemo(dir, &stdout, &stderr); code != 0 {
 		t.Fatalf("second runDemo = %d\n%s", code, stderr.String())
 	}
-	if e2fsck := lookTool("e2fsck"); e2fsck != "" {
+	if e2fsck := testimg.LookTool("e2fsck"); e2fsck != "" {
 		if b, err := exec.Command(e2fsck, "-fn", img).CombinedOutput(); err != nil {
 			t.Fatalf("e2fsck -fn %s: %v\n%s", img, err, b)
 		}
@@ -118,7 +103,7 @@ func TestDemo(t *testing.T) {
 var benchResults sync.Map // "1GiB/debugfs" -> float64 ns/op
 
 func BenchmarkInject(b *testing.B) {
-	mkfs := lookTool("mkfs.ext4")
+	mkfs := testimg.LookTool("mkfs.ext4")
 	if mkfs == "" {
 		b.Skip("mkfs.ext4 not found: BenchmarkInject needs e2fsprogs to make its images")
 	}
@@ -163,8 +148,8 @@ func BenchmarkInject(b *testing.B) {
 		b.Fatal(err)
 	}
 	inproc := absHostNames(fixtures.InjectScript(), assets)
-	debugfs := lookTool("debugfs")
-	e2fsck := lookTool("e2fsck")
+	debugfs := testimg.LookTool("debugfs")
+	e2fsck := testimg.LookTool("e2fsck")
 
 	for _, size := range []struct {
 		name  string

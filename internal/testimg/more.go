@@ -307,3 +307,30 @@ func DebugfsLs(t testing.TB, img, dir string) []DirEntry {
 	}
 	return ents
 }
+
+// BlockDiff lists the blocks (as debugfs block numbers) where image b
+// differs from image a, both of a's geometry, with b's contents of those
+// blocks in order, and returns a's bytes and block size as well.
+func BlockDiff(t testing.TB, a, b string) (blocks []string, newData, old []byte, bs int) {
+	t.Helper()
+	old, err := os.ReadFile(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bb, err := os.ReadFile(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, ok := HeaderField(Dumpe2fs(t, a, true), "Block size")
+	if !ok || v == 0 {
+		t.Fatalf("dumpe2fs -h %s: no block size", a)
+	}
+	bs = int(v)
+	for off := 0; off+bs <= len(old) && off+bs <= len(bb); off += bs {
+		if !bytes.Equal(old[off:off+bs], bb[off:off+bs]) {
+			blocks = append(blocks, fmt.Sprint(off/bs))
+			newData = append(newData, bb[off:off+bs]...)
+		}
+	}
+	return blocks, newData, old, bs
+}

@@ -30,6 +30,35 @@ func Require(t testing.TB, tools ...string) {
 	}
 }
 
+// LookTool finds a tool on PATH or in the sbin directories a non-root PATH
+// lacks (where e2fsprogs installs); "" when it is missing.
+func LookTool(name string) string {
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return ""
+}
+
+// Tool is LookTool for a test that needs the tool: missing, it skips t, or
+// fails it under CI=true (CI installs every tool the tests use).
+func Tool(t testing.TB, name string) string {
+	t.Helper()
+	p := LookTool(name)
+	if p == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not found; CI must install it (see .ci/run)", name)
+		}
+		t.Skipf("%s not found: install it (e2fsprogs) to run this test", name)
+	}
+	return p
+}
+
 // Mkfs creates an image file of size (mkfs syntax: "64M", "6G") in dir
 // with mkfs.ext4 (or mke2fs -t for ext2/ext3 args) and returns its path.
 // Options come before the device as mkfs expects; -F -q are added.

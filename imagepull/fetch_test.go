@@ -222,15 +222,7 @@ func TestFetchOCILayoutCorruptBlob(t *testing.T) {
 	if err := os.WriteFile(blob, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(t.TempDir(), "img")
-	img, _, err := BuildExt4(context.Background(), p, f.LayerSources(), BuildOptions{Size: 32 << 20})
-	if err == nil {
-		img.Close()
-		t.Fatal("a tampered layer was accepted")
-	}
-	if !errors.Is(err, ErrDigestMismatch) {
-		t.Fatalf("error %v is not ErrDigestMismatch", err)
-	}
+	requireDigestMismatch(t, f, "a tampered layer was accepted")
 	// The manifest too: rewrite the index entry's target.
 	mh, _ := v1.NewHash(f.ManifestDigest)
 	if err := os.WriteFile(filepath.Join(dir, "blobs", mh.Algorithm, mh.Hex), []byte(`{"schemaVersion":2}`), 0o644); err != nil {
@@ -391,15 +383,7 @@ func TestFetchDockerArchiveBadDiffID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(t.TempDir(), "img")
-	img, _, err := BuildExt4(context.Background(), p, f.LayerSources(), BuildOptions{Size: 32 << 20})
-	if err == nil {
-		img.Close()
-		t.Fatal("a layer that does not match its diff ID was accepted")
-	}
-	if !errors.Is(err, ErrDigestMismatch) {
-		t.Fatalf("error %v is not ErrDigestMismatch", err)
-	}
+	requireDigestMismatch(t, f, "a layer that does not match its diff ID was accepted")
 }
 
 func TestFetchRegistry(t *testing.T) {
@@ -499,15 +483,7 @@ func TestFetchRegistryAuthAndCorruption(t *testing.T) {
 
 	h, _ := v1.NewHash(f.Layers[0].Digest)
 	corrupt = h.String()
-	p := filepath.Join(t.TempDir(), "img")
-	bimg, _, err := BuildExt4(context.Background(), p, f.LayerSources(), BuildOptions{Size: 32 << 20})
-	if err == nil {
-		bimg.Close()
-		t.Fatal("a corrupted blob was accepted")
-	}
-	if !errors.Is(err, ErrDigestMismatch) {
-		t.Fatalf("error %v is not ErrDigestMismatch", err)
-	}
+	requireDigestMismatch(t, f, "a corrupted blob was accepted")
 	// Without credentials the registry refuses.
 	t.Setenv("DOCKER_CONFIG", t.TempDir())
 	if _, err := Fetch(context.Background(), ref.String(), FetchOptions{}); err == nil {
@@ -552,5 +528,19 @@ func TestDecompressReadahead(t *testing.T) {
 		buf := make([]byte, 10)
 		rc.Read(buf)
 		rc.Close()
+	}
+}
+
+// requireDigestMismatch builds f's layers and wants ErrDigestMismatch;
+// what says what was tampered with.
+func requireDigestMismatch(t *testing.T, f *Fetched, what string) {
+	t.Helper()
+	img, _, err := BuildExt4(context.Background(), filepath.Join(t.TempDir(), "img"), f.LayerSources(), BuildOptions{Size: 32 << 20})
+	if err == nil {
+		img.Close()
+		t.Fatal(what)
+	}
+	if !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("error %v is not ErrDigestMismatch", err)
 	}
 }

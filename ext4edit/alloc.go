@@ -483,7 +483,7 @@ func (img *Image) finishGroups() {
 	for g := range img.gdtDirty {
 		d := img.gd(g)
 		if img.sb.groupCsums() {
-			put16(d.b, bgChecksum, d.checksum(img.sb, img.csumSeed, g))
+			put16(d.b, bgChecksum, d.checksum(img.sb, img.csumSeed, g, nil))
 		}
 	}
 }

@@ -295,9 +295,10 @@ func (img *Image) load(limit int64) error {
 		}
 	}
 	img.gdt = img.gdt[:uint64(img.groupCount)*uint64(img.descSize)]
+	scratch := make([]byte, 4+img.descSize)
 	for g := uint32(0); g < img.groupCount; g++ {
 		d := img.gd(g)
-		if sb.groupCsums() && le16(d.b, bgChecksum) != d.checksum(sb, img.csumSeed, g) {
+		if sb.groupCsums() && le16(d.b, bgChecksum) != d.checksum(sb, img.csumSeed, g, scratch) {
 			return corruptf("group %d descriptor checksum mismatch", g)
 		}
 		for _, b := range []uint64{d.blockBitmap(), d.inodeBitmap(), d.inodeTable()} {

@@ -25,7 +25,8 @@ type Options struct {
 	// UID and GID own every inode this session creates (default 0:0, root).
 	UID, GID uint32
 	// Now, when set, supplies the timestamps of created and changed inodes
-	// (for reproducible images). Default time.Now.
+	// (for reproducible images). Default time.Now. Like every time the
+	// editor stores, its times are clamped to Image.TimeRange.
 	Now func() time.Time
 	// NoUndo turns off the rollback of failed operations, for builders
 	// that throw the image away on any error (imagepull.BuildExt4): every
@@ -47,6 +48,12 @@ type Options struct {
 	// journaled commit, but a crash before Close returns leaves a file to
 	// throw away.
 	Scratch bool
+	// KeepDirTimes leaves a directory's mtime and ctime alone when an
+	// entry is added to it or removed from it. A builder that sets every
+	// directory's times itself (from tar headers) then sets them once, as
+	// each directory is made or declared, instead of remembering every
+	// directory to set its times again after the last entry.
+	KeepDirTimes bool
 }
 
 // InodeInfo is what FileInfo.Sys returns: the raw inode fields behind a name.
@@ -69,7 +76,9 @@ type InodeInfo struct {
 
 // Attr names inode fields to set in one Lsetattr call; nil fields are left
 // alone. It exists for tools (debugfs's set_inode_field) that set fields
-// directly; ordinary callers use Chmod, Chown and Chtimes.
+// directly; ordinary callers use Chmod, Chown and Chtimes. Times outside
+// what the inode holds are clamped to Image.TimeRange (the 32-bit range
+// where the inode lacks a field's extra word), never wrapped.
 type Attr struct {
 	Mode       *uint16 // raw i_mode including the type bits
 	UID, GID   *uint32

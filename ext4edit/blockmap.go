@@ -34,7 +34,7 @@ func (img *Image) indirectPath(lblk uint64) (slot int, offs []uint64, err error)
 	if lblk < a*a*a {
 		return tindSlot, []uint64{lblk / (a * a), (lblk / a) % a, lblk % a}, nil
 	}
-	return 0, nil, fmt.Errorf("%w: block %d beyond the reach of a block-mapped file", ErrNoSpace, lblk)
+	return 0, nil, fmt.Errorf("%w: block %d beyond the reach of a block-mapped file", ErrFileTooLarge, lblk+directBlocks+a+a*a)
 }
 
 func (img *Image) checkPtr(in *inode, p uint64) error {
@@ -146,25 +146,45 @@ func (img *Image) indirectWalk(in *inode, leaf func(fileExtent) error, node func
 	return nil
 }
 
-// indirectOverhead counts the pointer blocks needed to map logical blocks
-// 0..n-1.
-func (img *Image) indirectOverhead(n uint64) uint64 {
+// indirectOverhead counts the pointer blocks that mapping exactly the
+// logical blocks of exts (in increasing order, not overlapping) needs:
+// the single indirect block, the double indirect block and its children,
+// the triple indirect block, its children and grandchildren, each only
+// when some mapped block lies beneath it. A hole needs none, so a file
+// that is mostly hole costs a few blocks, not the full tree of a dense
+// file of its size. mapNew allocates exactly this many.
+func (img *Image) indirectOverhead(exts []fileExtent) uint64 {
 	a := img.apb()
-	if n <= directBlocks {
-		return 0
+	ind := uint64(directBlocks) // first block under i_block[12]
+	dind := ind + a             // first under i_block[13]
+	tind := dind + a*a          // first under i_block[14]
+	end := tind + a*a*a
+	return indirectSpans(exts, ind, dind, a) +
+		indirectSpans(exts, dind, tind, a*a) + indirectSpans(exts, dind, tind, a) +
+		indirectSpans(exts, tind, end, a*a*a) + indirectSpans(exts, tind, end, a*a) + indirectSpans(exts, tind, end, a)
+}
+
+// indirectSpans counts the distinct spans [base+k*span, base+(k+1)*span)
+// that hold a mapped block of exts inside [base, limit): the pointer
+// blocks of one level, each covering span logical blocks.
+func indirectSpans(exts []fileExtent, base, limit, span uint64) uint64 {
+	var n uint64
+	prev, seen := uint64(0), false // the last span counted
+	for _, e := range exts {
+		s, t := max(e.lblk, base), min(e.lblk+e.len, limit)
+		if s >= t {
+			continue
+		}
+		first, last := (s-base)/span, (t-1-base)/span
+		if seen && first == prev {
+			first++ // shared with the previous run
+		}
+		if first <= last {
+			n += last - first + 1
+		}
+		prev, seen = last, true
 	}
-	n -= directBlocks
-	total := uint64(1)
-	if n <= a {
-		return total
-	}
-	n -= a
-	if n <= a*a {
-		return total + 1 + (n+a-1)/a
-	}
-	total += 1 + a
-	n -= a * a
-	return total + 1 + (n+a*a-1)/(a*a) + (n+a-1)/a
+	return n
 }
 
 // indirectSet points logical block lblk at pblk, creating pointer blocks

@@ -41,6 +41,23 @@ var (
 	// cause; every later edit, Sync and Close's commit fail with it (naming
 	// the first failure). The image must be thrown away.
 	ErrPartialEdit = errors.New("ext4 edit failed part way without rollback (Options.NoUndo)")
+	// ErrFileTooLarge mirrors EFBIG: a file would grow past the largest
+	// size its inode can map (the kernel's s_maxbytes: 2^32-1 blocks for
+	// an extent-mapped file, the reach of triple indirection for a
+	// block-mapped one, less without huge_file). The wrapping error names
+	// both sizes. Nothing was written; a larger image does not help.
+	ErrFileTooLarge = errors.New("file too large")
+	// ErrXattrTooLarge: extended attributes do not fit the space ext4
+	// gives one inode's attributes without the ea_inode feature: the
+	// in-inode area (inode size - 128 - i_extra_isize, less a 4-byte
+	// header and a 4-byte end marker) and one attribute block (the block
+	// size, less a 32-byte header and the end marker). Each attribute
+	// takes a 16-byte entry plus its name and its value, each padded to 4
+	// bytes, and must fit whole in one of the two, so no value larger
+	// than a block fits. The wrapping error names the attribute, the
+	// bytes it needs and the bytes free in each place. Nothing was
+	// changed; unlike ErrNoSpace, a larger image does not help.
+	ErrXattrTooLarge = errors.New("extended attributes too large for one ext4 inode")
 )
 
 // corruptf returns an error wrapping ErrCorrupt with a description of the

@@ -1,6 +1,7 @@
 package ext4edit
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"io/fs"
@@ -247,15 +248,21 @@ func (r *fileReader) Seek(off int64, whence int) (int64, error) {
 
 // File is a regular file opened for writing by Create. Data goes straight
 // to newly allocated blocks; the mapping and size are set by Close (or by
-// the image's Sync/Close if the File is still open then).
+// the image's Sync/Close if the File is still open then). Hole (and
+// SetSparse) leave ranges unallocated.
 type File struct {
-	img    *Image
-	name   string
-	ino    uint32
+	img  *Image
+	name string
+	ino  uint32
+	// size is the file's length up to buf: always a whole number of
+	// blocks until Close writes the tail, so the next block written is
+	// logical block size/bs, holes included.
 	size   uint64
 	buf    []byte // bytes not yet making a whole block
 	exts   []fileExtent
 	closed bool
+	// sparse: whole zero blocks given to Write/ReadFrom become holes.
+	sparse bool
 	// orphaned: the inode was removed or truncated by another call while
 	// this File was open. Its data is dropped at Close (its blocks freed)
 	// instead of being mapped into an inode that may now be someone else's.
@@ -365,11 +372,98 @@ func (f *File) SetXattr(attr string, value []byte) error {
 	return nil
 }
 
+// SetSparse turns sparse writing on or off for what Write and ReadFrom
+// are given from now on. While on, every whole block of the file (block
+// aligned in the file, not in the caller's buffers) that holds only zeros
+// becomes a hole instead of an allocated block, as mke2fs -d and
+// cp --sparse=always make them; a partial last block is written as data.
+// The check reads each block a word at a time and stops at the first
+// non-zero word, so data costs next to nothing.
+func (f *File) SetSparse(on bool) { f.sparse = on }
+
+// Hole extends the file by n zero bytes without allocating them: every
+// whole block inside the range stays unmapped (a hole: no extent, a zero
+// block pointer) and reads as zeros; the zeros sharing a block with data
+// (the range's partial first and last blocks) are buffered as ordinary
+// data. A file may end in a hole: Close sets i_size past its last mapped
+// block, and i_blocks counts only what is allocated. Growing the file
+// past the largest size its inode can map fails with an error wrapping
+// ErrFileTooLarge, before anything changes. Writing out the buffered data
+// ahead of the hole can fail like Write (ErrNoSpace); the file has then
+// grown by part of n, up to the block boundary, as after a short Write.
+func (f *File) Hole(n int64) error {
+	if f.closed {
+		return pathErr("write", f.name, fs.ErrClosed)
+	}
+	if n < 0 {
+		return pathErr("write", f.name, fmt.Errorf("%w: hole of %d bytes", fs.ErrInvalid, n))
+	}
+	if err := f.checkGrow(uint64(n)); err != nil {
+		return err
+	}
+	bs := uint64(f.img.bs)
+	left := uint64(n)
+	// f.size is block aligned, so the buffer ends r bytes into a block:
+	// zeros up to the block's end are that block's data.
+	if r := uint64(len(f.buf)) % bs; r != 0 {
+		k := min(left, bs-r)
+		f.appendZeros(int(k))
+		left -= k
+	}
+	if left < bs {
+		f.appendZeros(int(left))
+		return nil
+	}
+	// The buffer now ends on a block boundary: write it out, so the hole
+	// starts at f.size.
+	if err := f.flush(); err != nil {
+		return err
+	}
+	f.size += left / bs * bs
+	f.appendZeros(int(left % bs))
+	return nil
+}
+
+// appendZeros buffers n zero bytes; the caller makes sure they fit (less
+// than a block, and the buffer's capacity is whole blocks).
+func (f *File) appendZeros(n int) {
+	if n == 0 {
+		return
+	}
+	if f.buf == nil {
+		f.buf = f.img.getWriteBuf()
+	}
+	k := len(f.buf)
+	f.buf = f.buf[:k+n]
+	clear(f.buf[k:])
+}
+
+// checkGrow fails when n more bytes past the buffered ones (f.size +
+// len(buf)) would make the file larger than its inode can map: an
+// extent's ee_block is 32 bits and a block map reaches only so far, and
+// past that the logical block numbers would wrap.
+func (f *File) checkGrow(n uint64) error {
+	return f.checkSize(f.size+uint64(len(f.buf)), n)
+}
+
+// checkSize fails when a file of have bytes cannot grow by n more.
+func (f *File) checkSize(have, n uint64) error {
+	limit := f.img.maxFileSize(f.img.newFileUsesExtents())
+	if have > limit || n > limit-have {
+		return pathErr("write", f.name, fmt.Errorf("%w: %d bytes written, %d more would pass the %d bytes a file can have here",
+			ErrFileTooLarge, have, n, limit))
+	}
+	return nil
+}
+
 // Write appends p to the file. Whole blocks go straight from p to newly
 // allocated blocks; only a partial tail is buffered.
 func (f *File) Write(p []byte) (int, error) {
 	if f.closed {
 		return 0, pathErr("write", f.name, fs.ErrClosed)
+	}
+	if err := f.checkGrow(uint64(len(p))); err != nil {
+		return 0, err
 	}
 	bs := int(f.img.bs)
 	n := len(p)
@@ -409,6 +503,9 @@ func (f *File) ReadFrom(r io.Reader) (int64, error) {
 	var total int64
 	for {
 		n, err := r.Read(f.buf[len(f.buf):cap(f.buf)])
+		if gerr := f.checkGrow(uint64(n)); gerr != nil {
+			return total, gerr // those n bytes are not the file's
+		}
 		f.buf = f.buf[:len(f.buf)+n]
 		total += int64(n)
 		if len(f.buf) == cap(f.buf) {
@@ -438,10 +535,16 @@ func (f *File) flush() error {
 	return nil
 }
 
-// writeBlocks allocates blocks for data (whole blocks) and writes it.
+// writeBlocks allocates blocks for data (whole blocks) and writes it;
+// in sparse mode its zero blocks become holes instead.
 func (f *File) writeBlocks(data []byte) error {
 	saved := f.saveExts()
-	err := f.img.mutate("write", f.name, func() error { return f.allocWrite(data, len(data)) })
+	err := f.img.mutate("write", f.name, func() error {
+		if f.sparse {
+			return f.allocSparse(data)
+		}
+		return f.allocWrite(data, len(data))
+	})
 	if err != nil {
 		f.restoreExts(saved) // the failed operation's blocks are free again
 	}
@@ -468,12 +571,68 @@ func (f *File) restoreExts(s savedExts) {
 	f.size = s.size
 }
 
+// allocSparse is allocWrite for whole blocks in sparse mode: runs of
+// zero blocks only move the end of the file (holes), runs of data blocks
+// are allocated and written. f.size is block aligned here, so every block
+// of data is a block of the file.
+func (f *File) allocSparse(data []byte) error {
+	bs := int(f.img.bs)
+	for len(data) > 0 {
+		z := 0
+		for z < len(data) && zeroBlock(data[z:z+bs]) {
+			z += bs
+		}
+		if z > 0 {
+			if err := f.checkSize(f.size, uint64(z)); err != nil {
+				return err
+			}
+			f.size += uint64(z)
+			data = data[z:]
+		}
+		d := 0
+		for d < len(data) && !zeroBlock(data[d:d+bs]) {
+			d += bs
+		}
+		if d > 0 {
+			if err := f.allocWrite(data[:d], d); err != nil {
+				return err
+			}
+			data = data[d:]
+		}
+	}
+	return nil
+}
+
+// zeroBlock reports whether b holds only zeros, reading 8 bytes at a
+// time, 64 per step: a data block fails at its first non-zero word.
+func zeroBlock(b []byte) bool {
+	le := binary.LittleEndian
+	for len(b) >= 64 {
+		if le.Uint64(b)|le.Uint64(b[8:])|le.Uint64(b[16:])|le.Uint64(b[24:])|
+			le.Uint64(b[32:])|le.Uint64(b[40:])|le.Uint64(b[48:])|le.Uint64(b[56:]) != 0 {
+			return false
+		}
+		b = b[64:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // allocWrite allocates blocks for data and writes it, inside an
 // operation; the first size bytes of data are the file's (the rest pads
 // the last block with zeros).
 func (f *File) allocWrite(data []byte, size int) error {
 	bs := int(f.img.bs)
 	blocks := uint64((len(data) + bs - 1) / bs)
+	// Callers checked what they accepted; this guards the 32-bit block
+	// numbers of the mapping against any path that did not.
+	if err := f.checkSize(f.size, uint64(size)); err != nil {
+		return err
+	}
 	// Keep room for the extent tree Close will build.
 	exts := append(append([]fileExtent(nil), f.exts...), fileExtent{lblk: f.nextLblk(), len: blocks})
 	if err := f.img.needBlocks(blocks + f.img.mapOverhead(exts, f.img.newFileUsesExtents())); err != nil {
@@ -507,13 +666,9 @@ func (f *File) allocWrite(data []byte, size int) error {
 	return nil
 }
 
-func (f *File) nextLblk() uint64 {
-	if len(f.exts) == 0 {
-		return 0
-	}
-	l := f.exts[len(f.exts)-1]
-	return l.lblk + l.len
-}
+// nextLblk is the logical block the next data lands in: right after
+// everything written so far, holes included.
+func (f *File) nextLblk() uint64 { return f.size / uint64(f.img.bs) }
 
 // Close finishes the file: the buffered tail is written, the blocks are
 // mapped, the size and what SetAttr and SetXattr recorded are set, all in
@@ -546,6 +701,16 @@ func (f *File) finish() error {
 		}
 		return nil
 	}
+	if err := f.checkXattrs(); err != nil {
+		return err
+	}
+	if whole := len(f.buf) / int(img.bs) * int(img.bs); f.sparse && whole > 0 {
+		// The buffer's whole blocks, holes where they are zeros.
+		if err := f.allocSparse(f.buf[:whole]); err != nil {
+			return err
+		}
+		f.buf = f.buf[:copy(f.buf, f.buf[whole:])]
+	}
 	if n := len(f.buf); n > 0 {
 		// The tail, its last block padded with zeros in place: the
 		// buffer's capacity is whole blocks.
@@ -575,6 +740,31 @@ func (f *File) finish() error {
 	return img.writeInode(in)
 }
 
+// checkXattrs places the attributes SetXattr recorded on a copy of the
+// inode, allocating nothing: attributes that cannot fit fail Close
+// (ErrXattrTooLarge) before its operation changes anything, so even an
+// image opened with Options.NoUndo stays consistent.
+func (f *File) checkXattrs() error {
+	if len(f.xattrs) == 0 {
+		return nil
+	}
+	in, err := f.img.readInode(f.ino)
+	if err != nil {
+		return err
+	}
+	in = &inode{ino: in.ino, b: append([]byte(nil), in.b...)}
+	st, err := f.img.xattrState(in)
+	if err != nil {
+		return err
+	}
+	for _, x := range f.xattrs {
+		if _, err := f.img.placeXattr(in, st, x.name, x.value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // mapFile maps the blocks f wrote into its inode and sets its size.
 func (img *Image) mapFile(f *File) (*inode, error) {
 	in, err := img.readInode(f.ino)
@@ -584,8 +774,26 @@ func (img *Image) mapFile(f *File) (*inode, error) {
 	if err := img.mapNew(in, f.exts, img.dataGoal(in)); err != nil {
 		return nil, err
 	}
+	if err := img.noteLargeFile(f.size); err != nil {
+		return nil, err
+	}
 	in.setSize(f.size)
 	return in, nil
+}
+
+// noteLargeFile sets the large_file feature when a file reaches 2 GiB, as
+// the kernel does on writing such an inode: without it e2fsck and old
+// kernels take i_size_high for garbage. A revision 0 superblock cannot
+// carry the feature.
+func (img *Image) noteLargeFile(size uint64) error {
+	if size <= 1<<31-1 || img.sb.hasRoCompat(roCompatLargeFile) {
+		return nil
+	}
+	if le32(img.sb.b, sbRevLevel) == 0 {
+		return fmt.Errorf("%w: a file of %d bytes needs large_file, which a revision 0 filesystem cannot have", ErrFileTooLarge, size)
+	}
+	put32(img.sb.b, sbFeatureRoCompat, img.sb.roCompat()|roCompatLargeFile)
+	return nil
 }
 
 // abandonFile maps what a failed File managed to write, so no allocated

@@ -51,11 +51,52 @@ func (img *Image) mapOverhead(exts []fileExtent, extents bool) uint64 {
 	if extents {
 		return img.extentTreeBlocks(uint64(len(splitExtents(exts))))
 	}
-	var last uint64
-	for _, e := range exts {
-		last = max(last, e.lblk+e.len)
+	return img.indirectOverhead(exts)
+}
+
+// maxFileSize is the largest i_size a regular file mapped with extents
+// (or a block map) can have here: the kernel's s_maxbytes
+// (ext4_max_size, ext4_max_bitmap_size), so that the kernel can read and
+// extend every file the editor writes. Beyond it the last logical block
+// does not fit ee_block (2^32-1 blocks of extents), the reach of triple
+// indirection, or, without huge_file, a 32-bit i_blocks count of the
+// data and pointer blocks of a dense file that size.
+func (img *Image) maxFileSize(extents bool) uint64 {
+	bits := uint64(10)
+	for 1<<bits < uint64(img.bs) {
+		bits++
 	}
-	return img.indirectOverhead(last)
+	huge := img.sb.hasRoCompat(roCompatHugeFile)
+	if extents {
+		res := uint64(1<<32-1) << bits
+		if !huge {
+			res = min(res, (uint64(1<<32-1)>>(bits-9))<<bits)
+		}
+		return res
+	}
+	ppb := uint64(img.bs / 4)
+	upper := uint64(1<<48 - 1) // i_blocks in filesystem blocks (HUGE_FILE_FL)
+	if !huge {
+		upper = uint64(1<<32-1) >> (bits - 9) // 512-byte sectors, 32 bits
+	}
+	res := directBlocks + ppb + ppb*ppb + ppb*ppb*ppb
+	meta := 1 + (1 + ppb) + (1 + ppb + ppb*ppb)
+	if res+meta > upper {
+		// The i_blocks limit binds: the data blocks of a dense file
+		// whose data and pointer blocks make upper.
+		res = upper
+		upper -= directBlocks + ppb
+		meta = 1
+		if upper < ppb*ppb {
+			meta += 1 + (upper+ppb-1)/ppb
+		} else {
+			meta += 1 + ppb
+			upper -= ppb * ppb
+			meta += 1 + (upper+ppb-1)/ppb + (upper+ppb*ppb-1)/(ppb*ppb)
+		}
+		res -= meta
+	}
+	return res << bits
 }
 
 // mapNew maps exts into in, which maps nothing yet, and charges the data

@@ -88,7 +88,9 @@ type Image struct {
 	// deep in the tree does not walk from the root each time.
 	dirPaths  map[string]uint32
 	dirKeyBuf []byte
-	padBuf    []byte // writeData's last block
+	// dirPathBytes is the bytes of dirPaths' keys (maxDirPathBytes).
+	dirPathBytes int
+	padBuf       []byte // writeData's last block
 	// wbLo, wbHi and wbBytes gather small data writes whose writeback has
 	// not started yet (startWriteback).
 	wbLo, wbHi, wbBytes int64
@@ -131,17 +133,26 @@ func open(path string, o Options) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	img, err := openOn(f, path, o, false)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return img, nil
+}
+
+// openOn opens the filesystem in f (opened from path) for editing: f is
+// already locked when locked is true. On error f stays open (a lock taken
+// here released) for the caller to close. Open and CreateFile share it.
+func openOn(f *os.File, path string, o Options, locked bool) (*Image, error) {
 	img := &Image{f: f, dev: hookDevice(path, fileDevice{f}), path: path, ro: o.ReadOnly, opts: o, off: o.Offset, now: o.Now}
 	if img.now == nil {
 		img.now = time.Now
 	}
 	ok := false
 	defer func() {
-		if !ok {
-			if img.locked {
-				_ = filelock.Unlock(f)
-			}
-			f.Close()
+		if !ok && img.locked && !locked {
+			_ = filelock.Unlock(f)
 		}
 	}()
 	limit := int64(-1)
@@ -155,7 +166,10 @@ func open(path string, o Options) (*Image, error) {
 	if img.off < 0 {
 		return nil, fmt.Errorf("negative offset %d", img.off)
 	}
-	if !o.NoLock {
+	switch {
+	case locked:
+		img.locked = true
+	case !o.NoLock:
 		if err := lockWithin(f, !o.ReadOnly, o.LockTimeout); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
@@ -166,8 +180,6 @@ func open(path string, o Options) (*Image, error) {
 	}
 	img.resetState()
 	if img.needsReplay() {
-		// Like the kernel and e2fsck: a journal flagged for recovery is
-		// replayed before anything else reads the filesystem.
 		if err := img.replay(); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrNeedsRecovery, err)
 		}
@@ -181,8 +193,6 @@ func open(path string, o Options) (*Image, error) {
 			return nil, err
 		}
 		if img.sb.hasCompat(compatHasJournal) {
-			// Refuse a journal we could not commit through now, not at
-			// the first Sync after the caller's edits.
 			if _, err := img.openJournal(); err != nil {
 				img.writeRefusal = err
 			}

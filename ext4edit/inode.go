@@ -171,6 +171,73 @@ func (in *inode) addBlocks(img *Image, n int64) error {
 // Timestamps: a signed 32-bit seconds field plus, in the extension, an
 // extra word with 2 epoch bits (seconds bits 32-33) and 30 bits of
 // nanoseconds.
+//
+// A time the fields cannot hold is clamped, never wrapped, to the range
+// the kernel gives the superblock (s_time_min, s_time_max): with the extra
+// word -2^31 .. 2^34-2^31-1 seconds (1901-12-13T20:45:52Z ..
+// 2446-05-10T22:38:55Z), without it (128-byte inodes, or an i_extra_isize
+// too short for that field's extra word) the signed 32-bit range, up to
+// 2038-01-19T03:14:07Z. Like the kernel's timestamp_truncate, a time that
+// lands on a bound loses its nanoseconds; every other time keeps them
+// where the extra word exists. Wrapping would turn a hostile layer's
+// year 2447 into 1902 and 1800 into 2344.
+const (
+	timeMinSec      = -1 << 31
+	timeMax32Sec    = 1<<31 - 1
+	timeMaxExtraSec = 1<<34 - 1<<31 - 1
+)
+
+// timeRange is the range an inode time can hold, with or without the
+// extra word.
+func timeRange(extra bool) (lo, hi time.Time) {
+	if extra {
+		return time.Unix(timeMinSec, 0).UTC(), time.Unix(timeMaxExtraSec, 0).UTC()
+	}
+	return time.Unix(timeMinSec, 0).UTC(), time.Unix(timeMax32Sec, 0).UTC()
+}
+
+// clampTime returns t's seconds and nanoseconds as a time field with
+// (extra) or without the extra word stores them: clamped to the range,
+// nanoseconds dropped at a bound (timestamp_truncate) and without the
+// extra word.
+func clampTime(t time.Time, extra bool) (sec, nsec int64) {
+	hi := int64(timeMax32Sec)
+	if extra {
+		hi = timeMaxExtraSec
+	}
+	sec, nsec = t.Unix(), int64(t.Nanosecond())
+	if sec <= timeMinSec {
+		return timeMinSec, 0
+	}
+	if sec >= hi {
+		return hi, 0
+	}
+	if !extra {
+		nsec = 0
+	}
+	return sec, nsec
+}
+
+// TimeRange returns the earliest and latest times the inodes this Image
+// creates can store, nanoseconds aside: 1901-12-13T20:45:52Z ..
+// 2446-05-10T22:38:55Z where inodes have the extra time fields (inodes
+// larger than 128 bytes), 1901-12-13T20:45:52Z .. 2038-01-19T03:14:07Z
+// without them. Every time the editor stores (Chtimes, Lsetattr,
+// File.SetAttr, the Options.Now clock, Create's times) is clamped into
+// it, as the kernel clamps; callers compare against it to warn when that
+// happens. An existing inode whose i_extra_isize lacks a field's extra
+// word holds that field in the 32-bit range.
+func (img *Image) TimeRange() (min, max time.Time) {
+	return timeRange(img.newInodesHaveExtraTimes())
+}
+
+// newInodesHaveExtraTimes reports whether newInode gives inodes the
+// *_extra time words: its i_extra_isize is at least extraIsizeDefault
+// (every field through i_projid) whenever the inode has room.
+func (img *Image) newInodesHaveExtraTimes() bool {
+	return img.inodeSize >= goodOldInodeSize+extraIsizeDefault
+}
+
 func (in *inode) time(off, extraOff int) time.Time {
 	sec := int64(int32(le32(in.b, off)))
 	var nsec int64
@@ -183,12 +250,22 @@ func (in *inode) time(off, extraOff int) time.Time {
 }
 
 func (in *inode) setTime(off, extraOff int, t time.Time) {
-	sec := t.Unix()
+	extra := extraOff != 0 && in.fits(extraOff)
+	sec, nsec := clampTime(t, extra)
 	put32(in.b, off, uint32(int32(sec)))
-	if extraOff != 0 && in.fits(extraOff) {
+	if extra {
+		// In range, sec - (s32)sec is 0 .. 3 << 32: the epoch bits.
 		epoch := uint32((sec-int64(int32(sec)))>>32) & 3
-		put32(in.b, extraOff, uint32(t.Nanosecond())<<2|epoch)
+		put32(in.b, extraOff, uint32(nsec)<<2|epoch)
 	}
+}
+
+// setDtime stores i_dtime, an unsigned 32-bit seconds field with no extra
+// word (the kernel stores its clock truncated to 32 bits): clamped to
+// 1 .. 2^32-1, since 0 would mean "in use" to e2fsck and wrapping could
+// land on 0.
+func (in *inode) setDtime(t time.Time) {
+	put32(in.b, iDtime, uint32(min(max(t.Unix(), 1), 1<<32-1)))
 }
 
 func (in *inode) atime() time.Time { return in.time(iAtime, iAtimeExtra) }

@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"time"
+
+	"github.com/banger/ext4kit/internal/filelock"
 )
 
 // CreateOptions shape a new filesystem. The zero value gives what current
@@ -39,24 +41,76 @@ type CreateOptions struct {
 }
 
 // Create makes a new ext4 filesystem of size bytes in a fresh file at path
-// (truncating any existing file) and returns it open for editing.
+// (opened with O_CREATE|O_TRUNC, following a symlink, so any existing
+// file is truncated) and returns it open for editing. It is CreateFile on
+// that file; the Image closes it. A caller that made the file itself
+// (os.CreateTemp) uses CreateFile instead, so the path is never reopened.
 func Create(path string, size int64, opts *CreateOptions) (*Image, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, pathErr("create", path, err)
+	}
+	img, err := createFile(f, path, size, opts)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return img, nil
+}
+
+// CreateFile makes a new ext4 filesystem of size bytes in the open file
+// f, which must be open for reading and writing (not O_APPEND): f is
+// truncated to nothing and extended to size, and gets the same bytes
+// Create would write for the same options. The path f was opened by is
+// never reopened, so a file made securely (os.CreateTemp, O_EXCL) is the
+// one formatted, whatever happens to its name meanwhile.
+//
+// The returned Image uses f: it takes f's lock (unless opts.Open.NoLock)
+// before formatting, exactly as Open would, reads and writes through f,
+// and its Close (or Discard) closes f. The caller must not use f after
+// CreateFile succeeds. On error f is left open, unlocked, for the caller
+// to close and remove.
+func CreateFile(f *os.File, size int64, opts *CreateOptions) (*Image, error) {
+	if f == nil {
+		return nil, pathErr("create", "", fmt.Errorf("%w: nil file", fs.ErrInvalid))
+	}
+	return createFile(f, f.Name(), size, opts)
+}
+
+// createFile formats f and opens the Image on it; path names it in
+// errors and for the device hook.
+func createFile(f *os.File, path string, size int64, opts *CreateOptions) (*Image, error) {
 	var o CreateOptions
 	if opts != nil {
 		o = *opts
 	}
-	if err := mkfs(path, size, &o); err != nil {
-		return nil, pathErr("create", path, err)
-	}
 	oo := o.Open
 	oo.ReadOnly, oo.Partition, oo.Offset = false, 0, 0
+	// The lock comes first, as Open takes it, so no other session sees
+	// the file half formatted.
+	locked := false
+	if !oo.NoLock {
+		if err := lockWithin(f, true, oo.LockTimeout); err != nil {
+			return nil, pathErr("create", path, fmt.Errorf("%s: %w", path, err))
+		}
+		locked = true
+	}
+	if err := mkfs(f, path, size, &o); err != nil {
+		if locked {
+			_ = filelock.Unlock(f)
+		}
+		return nil, pathErr("create", path, err)
+	}
 	if oo.Now == nil {
 		t := o.createTime()
 		oo.Now = func() time.Time { return t }
 	}
-	img, err := Open(path, &oo)
+	img, err := openOn(f, path, oo, locked)
 	if err != nil {
-		return nil, err
+		if locked {
+			_ = filelock.Unlock(f)
+		}
+		return nil, pathErr("open", path, err)
 	}
 	if o.Open.Now == nil {
 		img.now = time.Now
@@ -68,6 +122,8 @@ func Create(path string, size int64, opts *CreateOptions) (*Image, error) {
 	return img, nil
 }
 
+// createTime is the time Create stamps, clamped (once the geometry
+// decides the inode size) to what the inodes hold.
 func (o *CreateOptions) createTime() time.Time {
 	if o.Time.IsZero() {
 		return time.Unix(1, 0)
@@ -173,7 +229,9 @@ func DefaultJournalBlocks(blocks uint64) uint32 {
 	return 262144
 }
 
-func mkfs(path string, size int64, o *CreateOptions) error {
+// mkfs formats f (path names it for the device hook) with a filesystem
+// of size bytes. f is left open.
+func mkfs(f *os.File, path string, size int64, o *CreateOptions) error {
 	if len(o.Label) > 16 {
 		return fmt.Errorf("%w: label longer than 16 bytes", fs.ErrInvalid)
 	}
@@ -181,7 +239,9 @@ func mkfs(path string, size int64, o *CreateOptions) error {
 	if err != nil {
 		return err
 	}
-	t := o.createTime()
+	// Every time stamped below is one the inodes can hold: a year-9999
+	// Time would otherwise wrap in the 32-bit fields.
+	t := time.Unix(clampTime(o.createTime(), g.inodeSize >= goodOldInodeSize+extraIsizeDefault))
 	uuid, seed := o.UUID, o.HashSeed
 	derive := func(tag string) [16]byte {
 		h := sha256.New()
@@ -200,11 +260,12 @@ func mkfs(path string, size int64, o *CreateOptions) error {
 		seed = derive("hash")
 	}
 
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
+	// Empty first: the layout relies on every block it does not write
+	// reading as zeros (inode tables flagged ITABLE_ZEROED), whatever the
+	// file held.
+	if err := f.Truncate(0); err != nil {
 		return err
 	}
-	defer f.Close()
 	if err := f.Truncate(int64(g.blocks) * int64(g.bs)); err != nil {
 		return err
 	}
@@ -238,13 +299,13 @@ func mkfs(path string, size int64, o *CreateOptions) error {
 	put32(sb.b, sbBlocksPerGroup, g.bpg)
 	put32(sb.b, sbClustersPerGroup, g.bpg)
 	put32(sb.b, sbInodesPerGroup, g.ipg)
-	put32(sb.b, sbWtime, uint32(t.Unix()))
+	setSbTime(sb.b, sbWtime, sbWtimeHi, t)
 	put16(sb.b, 0x36, 0xFFFF) // s_max_mnt_count: -1, no forced checks
 	put16(sb.b, sbMagic, ext4Magic)
-	put16(sb.b, sbState, 1)             // cleanly unmounted
-	put16(sb.b, 0x3C, 1)                // s_errors: continue
-	put32(sb.b, 0x40, uint32(t.Unix())) // s_lastcheck
-	put32(sb.b, sbRevLevel, 1)          // dynamic inode sizes
+	put16(sb.b, sbState, 1)         // cleanly unmounted
+	put16(sb.b, 0x3C, 1)            // s_errors: continue
+	setSbTime(sb.b, 0x40, 0x277, t) // s_lastcheck, s_lastcheck_hi
+	put32(sb.b, sbRevLevel, 1)      // dynamic inode sizes
 	put32(sb.b, sbFirstIno, 11)
 	put16(sb.b, sbInodeSize, uint16(g.inodeSize))
 	compat := uint32(compatExtAttr | compatDirIndex)
@@ -262,8 +323,8 @@ func mkfs(path string, size int64, o *CreateOptions) error {
 	}
 	sb.b[sbDefHashVersion] = hashHalfMD4
 	put16(sb.b, sbDescSize, 64)
-	put32(sb.b, 0x100, 0x000C) // s_default_mount_opts: user_xattr, acl
-	put32(sb.b, 0x108, uint32(t.Unix()))
+	put32(sb.b, 0x100, 0x000C)       // s_default_mount_opts: user_xattr, acl
+	setSbTime(sb.b, 0x108, 0x276, t) // s_mkfs_time, s_mkfs_time_hi
 	put16(sb.b, sbMinExtraIsize, extraIsizeDefault)
 	put16(sb.b, sbWantExtraIsize, extraIsizeDefault)
 	put32(sb.b, sbFlags, sbFlagSignedHash) // what mke2fs sets on x86
@@ -562,4 +623,16 @@ func (img *Image) mkJournal(o *CreateOptions, uuid [16]byte) error {
 	put32(img.sb.b, 0x10C+4*16, uint32(in.size()))
 	img.sb.b[0xFD] = 1 // s_jnl_backup_type: EXT3_JNL_BACKUP_BLOCKS
 	return nil
+}
+
+// sbWtimeHi is s_wtime_hi: the superblock's times are unsigned 32-bit
+// seconds with a high byte each (ext4_update_tstamp).
+const sbWtimeHi = 0x274
+
+// setSbTime stores t in a superblock time field (lo at off, hi byte at
+// hiOff): unsigned, so a time before 1970 is stored as the epoch.
+func setSbTime(b []byte, off, hiOff int, t time.Time) {
+	sec := uint64(max(t.Unix(), 0))
+	put32(b, off, uint32(sec))
+	b[hiOff] = byte(sec >> 32)
 }

@@ -65,8 +65,12 @@ func (img *Image) mkdirIn(parent *inode, name string, perm fs.FileMode) (*inode,
 	return in, img.writeInode(parent)
 }
 
-// touch sets mtime and ctime to now.
+// touch sets mtime and ctime to now: on a directory whose entries
+// changed (unless Options.KeepDirTimes), or on a file truncated.
 func (img *Image) touch(in *inode) {
+	if img.opts.KeepDirTimes && in.isDir() {
+		return
+	}
 	now := img.now()
 	in.setMtime(now)
 	in.setCtime(now)
@@ -74,34 +78,72 @@ func (img *Image) touch(in *inode) {
 
 // MkdirAll creates name and every missing parent, shallow first; existing
 // directories (or symlinks to directories inside the image) are tolerated.
+//
+// One walk down the path does it all, each component looked up once and
+// the directories made going down from the deepest existing one: the cost
+// is linear in the path's length, whatever its depth. A symlink on the way
+// is followed from the directory holding it, the symlink budget shared by
+// the whole walk as it is by one lookup of the path.
 func (img *Image) MkdirAll(name string, perm fs.FileMode) error {
 	comps, err := splitPath(name)
 	if err != nil {
 		return pathErr("mkdir", name, err)
 	}
 	return img.mutate("mkdir", name, func() error {
-		p := ""
-		for _, c := range comps {
-			p += "/" + c
-			r, err := img.resolve(p, true)
-			if err == nil && r.in != nil {
-				if !r.in.isDir() {
-					return ErrNotDir
-				}
-				continue
+		if len(comps) == 0 {
+			return nil // the root
+		}
+		w := walker{img: img}
+		keys := img.dirKeys(comps)
+		var cur *inode
+		i := 0 // components of comps walked
+		if len(comps) > 1 {
+			if d := img.cachedDir(keys.key(len(comps) - 1)); d != nil {
+				cur, i = d, len(comps)-1
 			}
-			// Like os.MkdirAll: a dangling symlink in the way is an
-			// existing name, not a request to create its target.
-			if l, lerr := img.resolve(p, false); lerr == nil && l.in != nil {
-				return fs.ErrExist
+		}
+		// An image build makes each file's directory before writing it:
+		// most calls name a directory already there, one map hit.
+		if cur != nil && img.cachedDir(keys.key(len(comps))) != nil {
+			return nil
+		}
+		if cur == nil {
+			if cur, err = w.rootDir(); err != nil {
+				return err
+			}
+		}
+		for start := i; i < len(comps); i++ {
+			if i > start {
+				img.rememberDirPath(keys.key(i), cur.ino)
+			}
+			c := comps[i]
+			child, err := w.lookup(cur, c)
+			if err == errNotFound {
+				if child, err = img.mkdirIn(cur, c, perm); err != nil {
+					return err
+				}
+				cur = child
+				continue
 			}
 			if err != nil {
 				return err
 			}
-			if _, err := img.mkdirIn(r.parent, r.name, perm); err != nil {
-				return err
+			if child.isSymlink() {
+				// Like os.MkdirAll: a dangling symlink in the way (or one
+				// that cannot be followed) is an existing name, not a
+				// request to create its target.
+				r, err := w.followLink(cur, child)
+				if err != nil || r.in == nil {
+					return fs.ErrExist
+				}
+				child = r.in
 			}
+			if !child.isDir() {
+				return ErrNotDir
+			}
+			cur = child
 		}
+		img.rememberDirPath(keys.key(len(comps)), cur.ino)
 		return nil
 	})
 }
@@ -317,6 +359,14 @@ func (img *Image) Mknod(name string, mode fs.FileMode, major, minor uint32) erro
 		default:
 			return fmt.Errorf("%w: mknod of mode %v", fs.ErrInvalid, mode)
 		}
+		dev := m&sIFMT == sIFCHR || m&sIFMT == sIFBLK
+		if dev {
+			// Refused before anything changes: stored, the number would
+			// name another device.
+			if err := checkDevice(major, minor); err != nil {
+				return err
+			}
+		}
 		r, err := img.lookupNew(name)
 		if err != nil {
 			return err
@@ -326,8 +376,10 @@ func (img *Image) Mknod(name string, mode fs.FileMode, major, minor uint32) erro
 			return err
 		}
 		in.setLinks(1)
-		if m&sIFMT == sIFCHR || m&sIFMT == sIFBLK {
-			setDevice(in, major, minor)
+		if dev {
+			if err := setDevice(in, major, minor); err != nil {
+				return err
+			}
 		}
 		if err := img.dirAdd(r.parent, []byte(r.name), in.ino, fileTypeOf(m)); err != nil {
 			return err
@@ -340,18 +392,44 @@ func (img *Image) Mknod(name string, mode fs.FileMode, major, minor uint32) erro
 	})
 }
 
+// The largest device numbers an inode holds: the kernel's new_encode_dev
+// packs a 12-bit major and a 20-bit minor into i_block[1] (MAJOR and
+// MINOR of its dev_t); old_encode_dev, in i_block[0], 8 bits of each.
+const (
+	maxDevMajor = 1<<12 - 1
+	maxDevMinor = 1<<20 - 1
+)
+
+// checkDevice refuses a device number ext4 cannot store: its high bits
+// would be dropped or land in the other field (4096:1048576 would read
+// back as 0:256).
+func checkDevice(major, minor uint32) error {
+	if major > maxDevMajor || minor > maxDevMinor {
+		return fmt.Errorf("%w: device %d:%d: ext4 stores majors up to %d and minors up to %d",
+			fs.ErrInvalid, major, minor, maxDevMajor, maxDevMinor)
+	}
+	return nil
+}
+
 // setDevice stores a device number the kernel's way: the old 16-bit
 // encoding in i_block[0] when it fits, else the new one in i_block[1].
-func setDevice(in *inode, major, minor uint32) {
+func setDevice(in *inode, major, minor uint32) error {
+	if err := checkDevice(major, minor); err != nil {
+		return err
+	}
 	ib := in.iblock()
 	clear(ib)
 	if major < 256 && minor < 256 {
 		put32(ib, 0, major<<8|minor)
-		return
+		return nil
 	}
 	put32(ib, 4, minor&0xff|major<<8|(minor&^0xff)<<12)
+	return nil
 }
 
+// getDevice decodes what setDevice stored (the kernel's ext4_iget): a
+// non-zero i_block[0] is the old encoding, else i_block[1] the new one.
+// Every number checkDevice accepts comes back unchanged.
 func getDevice(in *inode) (major, minor uint32) {
 	ib := in.iblock()
 	if v := le32(ib, 0); v != 0 {
@@ -471,51 +549,205 @@ func (img *Image) RemoveAll(name string) error {
 		if r.in == nil {
 			return nil
 		}
-		return img.removeTree(r, 0)
+		return img.removeTree(r)
 	})
 }
 
-func (img *Image) removeTree(r *resolved, depth int) error {
-	if depth > 4096 {
-		return corruptf("directory tree deeper than 4096 levels")
+// removeTree removes r and, for a directory, everything below it. The
+// walk keeps an explicit stack of the directories being taken apart (a
+// cursor each, memory linear in the depth, no depth limit: a layer may
+// build trees as deep as it likes). Within the tree only the links are
+// dropped: the directories go whole, their blocks (and the entries in
+// them) with them at commit, so the cost is linear in the entries removed
+// rather than one lookup and one unlink per entry. A directory reached
+// twice (a cycle or a directory hard link, in a corrupt image) or whose
+// ".." does not name the directory it is found in is ErrCorrupt: taking
+// it apart would loop, or free a directory still linked elsewhere.
+func (img *Image) removeTree(r *resolved) error {
+	if r.parent == nil {
+		return fmt.Errorf("%w: cannot remove the root directory", fs.ErrInvalid)
 	}
-	if r.in.isDir() {
-		var names []string
-		err := img.dirIter(r.in, func(n []byte, _ uint32, _ uint8) bool {
-			if s := string(n); s != "." && s != ".." {
-				names = append(names, s)
+	if !r.in.isDir() {
+		return img.removeEntry(r)
+	}
+	// seen holds the directories visited and the other inodes whose last
+	// link went: meeting one again means the tree is not a tree.
+	seen := map[uint32]bool{r.parent.ino: true, r.in.ino: true}
+	top, err := img.newRmDir(r.in, r.parent.ino)
+	if err != nil {
+		return err
+	}
+	stack := []rmDir{top}
+	for len(stack) > 0 {
+		d := &stack[len(stack)-1]
+		name, ino, ok, err := img.rmNext(d)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			if len(stack) > 1 {
+				// Every entry below it is gone; the top one is unlinked
+				// from its parent below.
+				if err := img.dropLink(d.in); err != nil {
+					return err
+				}
+			}
+			stack = stack[:len(stack)-1]
+			continue
+		}
+		if !d.nonEmpty {
+			// As when its entries were unlinked one by one: a
+			// directory we cannot write (inline data, encrypted,
+			// casefold) keeps them.
+			if err := img.checkDirWritable(d.in); err != nil {
+				return err
+			}
+			d.nonEmpty = true
+		}
+		if seen[ino] {
+			return corruptf("directory inode %d entry %q names inode %d, met before in the tree of %q (a directory cycle or hard link)", d.in.ino, name, ino, r.name)
+		}
+		child, err := img.readInode(ino)
+		if err != nil {
+			return err
+		}
+		if child.mode() == 0 || child.links() == 0 {
+			return corruptf("directory inode %d entry %q names unused inode %d", d.in.ino, name, ino)
+		}
+		if child.isDir() {
+			seen[ino] = true
+			sub, err := img.newRmDir(child, d.in.ino)
+			if err != nil {
+				return err
+			}
+			d.r = nil // not held while below: read again on return
+			stack = append(stack, sub)
+			continue
+		}
+		if child.links() <= 1 {
+			seen[ino] = true // its last link: freed at commit
+		}
+		if err := img.dropLink(child); err != nil {
+			return err
+		}
+	}
+	// Unlink the top directory as removeEntry would, less its emptiness
+	// check: its entries are still in its blocks, freed with it.
+	p, err := img.readInode(r.parent.ino)
+	if err != nil {
+		return err
+	}
+	if _, err := img.dirRemove(p, []byte(r.name)); err != nil {
+		return err
+	}
+	if l := p.links(); l > 2 && l < maxLinks {
+		p.setLinks(l - 1)
+	}
+	img.touch(p)
+	if err := img.writeInode(p); err != nil {
+		return err
+	}
+	in, err := img.readInode(r.in.ino)
+	if err != nil {
+		return err
+	}
+	return img.dropLink(in)
+}
+
+// rmDir is a directory removeTree is taking apart, with where its listing
+// resumes once the subdirectory it is in is done.
+type rmDir struct {
+	in     *inode
+	parent uint32 // the directory it was found in: what ".." must name
+	nblk   uint64 // its blocks
+	lblk   uint64 // the block being listed
+	off    int    // offset in it of the next entry
+	r      []byte // block lblk's checked entries; nil: read it again
+	// nonEmpty: an entry other than "." and ".." was found.
+	nonEmpty bool
+}
+
+// newRmDir starts taking directory in apart. An inline-data directory,
+// which cannot be written, is done at once if it holds nothing; else it
+// is refused as when its entries were unlinked one by one.
+func (img *Image) newRmDir(in *inode, parent uint32) (rmDir, error) {
+	d := rmDir{in: in, parent: parent}
+	if in.hasInlineData() {
+		var bad error
+		nonEmpty := false
+		err := img.dirIter(in, func(n []byte, ino uint32, _ uint8) bool {
+			switch string(n) {
+			case ".":
+			case "..":
+				if ino != parent {
+					bad = corruptf("directory inode %d found in directory %d has \"..\" naming %d", in.ino, parent, ino)
+					return false
+				}
+			default:
+				nonEmpty = true
+				return false
 			}
 			return true
 		})
-		if err != nil {
-			return err
+		if err == nil {
+			err = bad
 		}
-		for _, n := range names {
-			ino, _, err := img.dirLookup(r.in, []byte(n))
-			if err != nil {
-				return err
-			}
-			child, err := img.readInode(ino)
-			if err != nil {
-				return err
-			}
-			if err := img.removeTree(&resolved{parent: r.in, name: n, in: child}, depth+1); err != nil {
-				return err
-			}
-			// The directory inode changed on disk (size, links): reread.
-			if r.in, err = img.readInode(r.in.ino); err != nil {
-				return err
-			}
+		if err == nil && nonEmpty {
+			err = img.checkDirWritable(in)
 		}
+		return d, err
 	}
-	if r.parent != nil {
-		p, err := img.readInode(r.parent.ino)
-		if err != nil {
-			return err
+	n, err := img.dirBlockCount(in)
+	d.nblk = n
+	return d, err
+}
+
+// rmNext returns the next entry of d other than "." and "..", and false
+// at its end. It follows dirIter's block layout.
+func (img *Image) rmNext(d *rmDir) (name []byte, ino uint32, ok bool, err error) {
+	indexed := d.in.flags()&flagIndex != 0
+	for d.lblk < d.nblk {
+		if d.r == nil {
+			b, p, err := img.dirBlock(d.in, d.lblk)
+			if err != nil {
+				return nil, 0, false, err
+			}
+			if indexed && d.lblk == 0 {
+				// dx root: "." and ".." then the index.
+				dots, err := img.parseDxRootDots(d.in, b)
+				if err != nil {
+					return nil, 0, false, err
+				}
+				if dots[1].ino != d.parent {
+					return nil, 0, false, corruptf("directory inode %d found in directory %d has \"..\" naming %d", d.in.ino, d.parent, dots[1].ino)
+				}
+				d.lblk++
+				continue
+			}
+			if indexed && img.isDxNodeBlock(b) {
+				d.lblk++
+				continue
+			}
+			if d.r, err = img.leafEntries(d.in, d.lblk, p, b); err != nil {
+				return nil, 0, false, err
+			}
 		}
-		r.parent = p
+		for d.off < len(d.r) {
+			rec, ino, name, _ := img.entryAt(d.r, d.off)
+			d.off += rec
+			switch {
+			case ino == 0 || string(name) == ".":
+			case string(name) == "..":
+				if ino != d.parent {
+					return nil, 0, false, corruptf("directory inode %d found in directory %d has \"..\" naming %d", d.in.ino, d.parent, ino)
+				}
+			default:
+				return name, ino, true, nil
+			}
+		}
+		d.lblk, d.off, d.r = d.lblk+1, 0, nil
 	}
-	return img.removeEntry(r)
+	return nil, 0, false, nil
 }
 
 // Rename moves oldname to newname, replacing newname if it is a file or

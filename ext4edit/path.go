@@ -41,104 +41,142 @@ func splitPath(name string) ([]string, error) {
 // followed, the last one only with followLast. Symlink targets resolve
 // inside the image: an absolute target restarts at the image root and
 // ".." at the root stays there.
+//
+// The cost is linear in the path's length: each component is walked once
+// and the cache keys of its prefixes are built incrementally (dirKeys).
 func (img *Image) resolve(name string, followLast bool) (*resolved, error) {
 	comps, err := splitPath(name)
 	if err != nil {
 		return nil, err
 	}
-	orig := comps
-	// origLeft counts the given components not yet walked; comps is the
-	// components of symlink targets still to walk, then those.
-	origLeft := len(comps)
-	var root, cur *inode
+	w := walker{img: img}
+	if len(comps) == 0 {
+		root, err := w.rootDir()
+		if err != nil {
+			return nil, err
+		}
+		return &resolved{in: root}, nil
+	}
+	keys := img.dirKeys(comps)
+	var cur *inode
+	i := 0 // components of comps walked
 	if len(comps) > 1 {
-		if ino, ok := img.dirPaths[string(img.dirPathKey(comps[:len(comps)-1]))]; ok {
-			if d, err := img.readInode(ino); err == nil && d.isDir() {
-				cur, comps, origLeft = d, comps[len(comps)-1:], 1
-			}
+		// Files created one after another in the same directory find
+		// their parent in one map hit.
+		if d := img.cachedDir(keys.key(len(comps) - 1)); d != nil {
+			cur, i = d, len(comps)-1
 		}
 	}
 	if cur == nil {
-		if root, err = img.readInode(rootIno); err != nil {
+		if cur, err = w.rootDir(); err != nil {
 			return nil, err
 		}
-		if !root.isDir() {
-			return nil, corruptf("root inode is not a directory")
+	}
+	for start := i; ; i++ {
+		c := comps[i : i+1]
+		last := i == len(comps)-1
+		if !cur.isDir() {
+			return nil, ErrNotDir
 		}
-		cur = root
+		if i > start {
+			// cur is where the given path's first i components lead.
+			img.rememberDirPath(keys.key(i), cur.ino)
+		}
+		// An intermediate component is followed like a final one with
+		// followLast; only a missing one is an error there.
+		r, err := w.walk(cur, c, !last || followLast)
+		if err != nil || last {
+			return r, err
+		}
+		if r.in == nil {
+			return nil, errNotFound
+		}
+		cur = r.in
 	}
-	follows := 0
-	if len(comps) == 0 {
-		return &resolved{in: root}, nil
+}
+
+// walker walks paths inside the image with one symlink budget for the
+// whole walk (the kernel's MAXSYMLINKS per lookup).
+type walker struct {
+	img     *Image
+	follows int
+}
+
+// rootDir reads the root directory. It is read again at each use, never
+// kept: an edit between two uses (MkdirAll) may have rewritten it.
+func (w *walker) rootDir() (*inode, error) {
+	root, err := w.img.readInode(rootIno)
+	if err != nil {
+		return nil, err
 	}
+	if !root.isDir() {
+		return nil, corruptf("root inode is not a directory")
+	}
+	return root, nil
+}
+
+// lookup finds the entry c of directory dir and reads its inode;
+// errNotFound when dir has no such entry.
+func (w *walker) lookup(dir *inode, c string) (*inode, error) {
+	ino, _, err := w.img.dirLookup(dir, []byte(c))
+	if err == errNotFound {
+		if c == ".." {
+			return nil, corruptf("directory inode %d has no \"..\"", dir.ino)
+		}
+		return nil, errNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	child, err := w.img.readInode(ino)
+	if err != nil {
+		return nil, err
+	}
+	if child.mode() == 0 || child.links() == 0 {
+		return nil, corruptf("directory inode %d entry %q names unused inode %d", dir.ino, c, ino)
+	}
+	return child, nil
+}
+
+// walk looks comps up from directory cur, expanding symlinks in place:
+// those of intermediate components always, the last one's with
+// followLast. A missing last component gives its would-be parent and
+// name with in nil; a missing intermediate one, errNotFound.
+func (w *walker) walk(cur *inode, comps []string, followLast bool) (*resolved, error) {
 	for len(comps) > 0 {
-		if len(comps) == origLeft && origLeft < len(orig) && cur.isDir() {
-			// cur is where the given path's first components lead.
-			img.rememberDirPath(orig[:len(orig)-origLeft], cur.ino)
-		}
-		if len(comps) == origLeft {
-			origLeft--
-		}
 		c := comps[0]
 		comps = comps[1:]
 		last := len(comps) == 0
 		if !cur.isDir() {
 			return nil, ErrNotDir
 		}
-		ino, _, err := img.dirLookup(cur, []byte(c))
-		if err == errNotFound {
-			if c == ".." {
-				return nil, corruptf("directory inode %d has no \"..\"", cur.ino)
-			}
-			if last {
-				return &resolved{parent: cur, name: c}, nil
-			}
-			return nil, errNotFound
+		child, err := w.lookup(cur, c)
+		if err == errNotFound && last {
+			return &resolved{parent: cur, name: c}, nil
 		}
 		if err != nil {
 			return nil, err
-		}
-		child, err := img.readInode(ino)
-		if err != nil {
-			return nil, err
-		}
-		if child.mode() == 0 || child.links() == 0 {
-			return nil, corruptf("directory inode %d entry %q names unused inode %d", cur.ino, c, ino)
 		}
 		if child.isSymlink() && (!last || followLast) {
-			follows++
-			if follows > maxSymlinkFollows {
-				return nil, ErrLoop
-			}
-			target, err := img.readlink(child)
-			if err != nil {
-				return nil, err
-			}
-			tc, err := splitPath(target)
+			tc, abs, err := w.target(child)
 			if err != nil {
 				return nil, err
 			}
 			comps = append(tc, comps...)
-			if strings.HasPrefix(target, "/") {
-				if root == nil {
-					if root, err = img.readInode(rootIno); err != nil {
-						return nil, err
-					}
-					if !root.isDir() {
-						return nil, corruptf("root inode is not a directory")
-					}
+			if abs {
+				if cur, err = w.rootDir(); err != nil {
+					return nil, err
 				}
-				cur = root
 			}
 			if len(comps) == 0 {
 				// "link -> /" or "link -> ." : the directory itself.
-				return img.resolvedDir(cur)
+				return w.img.resolvedDir(cur)
 			}
 			continue
 		}
 		if last {
 			if c == ".." {
-				return img.resolvedDir(child)
+				return w.img.resolvedDir(child)
 			}
 			return &resolved{parent: cur, name: c, in: child}, nil
 		}
@@ -147,38 +185,145 @@ func (img *Image) resolve(name string, followLast bool) (*resolved, error) {
 	return nil, fmt.Errorf("internal error: empty lookup")
 }
 
-// maxDirPaths bounds the directory path cache (dirPaths): past it the
-// cache starts over.
-const maxDirPaths = 1 << 16
-
-// dirPathKey is the cache key of a path's components, in a buffer reused
-// from call to call (a map index by string(key) does not copy it).
-func (img *Image) dirPathKey(comps []string) []byte {
-	b := img.dirKeyBuf[:0]
-	for i, c := range comps {
-		if i > 0 {
-			b = append(b, '/')
-		}
-		b = append(b, c...)
+// target reads the symlink in for following it: its target's components
+// and whether it is absolute. Each call spends one of the walk's follows.
+func (w *walker) target(in *inode) ([]string, bool, error) {
+	w.follows++
+	if w.follows > maxSymlinkFollows {
+		return nil, false, ErrLoop
 	}
-	img.dirKeyBuf = b
-	return b
+	target, err := w.img.readlink(in)
+	if err != nil {
+		return nil, false, err
+	}
+	tc, err := splitPath(target)
+	if err != nil {
+		return nil, false, err
+	}
+	return tc, strings.HasPrefix(target, "/"), nil
 }
 
-// rememberDirPath records that the path of comps leads to directory ino.
+// followLink resolves the symlink in, found in directory dir, to what its
+// target names (a final symlink of the target followed too).
+func (w *walker) followLink(dir, in *inode) (*resolved, error) {
+	tc, abs, err := w.target(in)
+	if err != nil {
+		return nil, err
+	}
+	if abs {
+		if dir, err = w.rootDir(); err != nil {
+			return nil, err
+		}
+	}
+	if len(tc) == 0 {
+		return w.img.resolvedDir(dir)
+	}
+	return w.walk(dir, tc, true)
+}
+
+// maxDirPaths bounds the number of entries of the directory path cache
+// (dirPaths): past it the cache starts over.
+const maxDirPaths = 1 << 16
+
+// maxDirPathKey bounds the length of a cached intermediate prefix, and
+// maxParentKey that of the path a lookup ends in or below (the directory
+// whose entries the next calls name: a builder creating files one after
+// another in a deep directory finds it in one map hit). A walk remembers
+// every short prefix but only the one long one, so its cache keys cost
+// its path's length once, whatever the depth. maxDirPathBytes bounds the
+// bytes the cache holds, whatever paths a hostile layer names.
+const (
+	maxDirPathKey   = 512
+	maxParentKey    = 8192
+	maxDirPathBytes = 16 << 20
+)
+
+// dirKeys builds the cache keys of the leading components of a path
+// (components joined by "/") one component at a time, in a buffer reused
+// from call to call: the keys of all the prefixes a walk remembers cost
+// the path's length once, not once per prefix. The buffer is the
+// image's: one walk uses it at a time (walks do not nest).
+type dirKeys struct {
+	img   *Image
+	comps []string
+	built int // components written to img.dirKeyBuf
+	n     int // components of the last key asked for
+	size  int // its length in bytes
+}
+
+func (img *Image) dirKeys(comps []string) dirKeys {
+	img.dirKeyBuf = img.dirKeyBuf[:0]
+	return dirKeys{img: img, comps: comps}
+}
+
+// key returns the key of comps[:n], or nil when it is longer than
+// maxDirPathKey. It is valid until the next call (a map index by
+// string(key) does not copy it). Asking for increasing n costs the
+// path's length in all; a shorter prefix than the last one asked for (a
+// walk after its lookup of the parent) counts again from the start.
+func (k *dirKeys) key(n int) []byte {
+	if n < k.n {
+		k.n, k.size = 0, 0
+	}
+	for ; k.n < n; k.n++ {
+		if k.n > 0 {
+			k.size++
+		}
+		k.size += len(k.comps[k.n])
+	}
+	limit := maxDirPathKey
+	if n >= len(k.comps)-1 {
+		limit = maxParentKey
+	}
+	if n == 0 || k.size > limit {
+		return nil
+	}
+	b := k.img.dirKeyBuf
+	for ; k.built < n; k.built++ {
+		if k.built > 0 {
+			b = append(b, '/')
+		}
+		b = append(b, k.comps[k.built]...)
+	}
+	k.img.dirKeyBuf = b
+	return b[:k.size]
+}
+
+// cachedDir returns the directory the cache says key leads to, or nil.
+func (img *Image) cachedDir(key []byte) *inode {
+	if key == nil {
+		return nil
+	}
+	ino, ok := img.dirPaths[string(key)]
+	if !ok {
+		return nil
+	}
+	d, err := img.readInode(ino)
+	if err != nil || !d.isDir() {
+		return nil
+	}
+	return d
+}
+
+// rememberDirPath records that the path of key leads to directory ino.
 // Each entry holds while no directory entry is removed (a removal or a
 // rename may cut or reroute any path) and no operation is rolled back
 // (a directory it made is gone): those empty the cache (forgetDirPaths).
-// Adding entries never changes where an existing path leads.
-func (img *Image) rememberDirPath(comps []string, ino uint32) {
-	k := img.dirPathKey(comps)
-	if _, ok := img.dirPaths[string(k)]; ok {
+// Adding entries never changes where an existing path leads. A nil key
+// (too long to cache) is not recorded.
+func (img *Image) rememberDirPath(key []byte, ino uint32) {
+	if key == nil {
 		return
 	}
-	if img.dirPaths == nil || len(img.dirPaths) >= maxDirPaths {
-		img.dirPaths = map[string]uint32{}
+	if _, ok := img.dirPaths[string(key)]; ok {
+		return
 	}
-	img.dirPaths[string(k)] = ino
+	if img.dirPaths == nil || len(img.dirPaths) >= maxDirPaths || img.dirPathBytes+len(key) > maxDirPathBytes {
+		img.dirPaths = map[string]uint32{}
+		img.dirPathBytes = 0
+	}
+	img.dirPaths[string(key)] = ino
+	img.dirPathBytes += len(key)
 }
 
 // forgetDirPaths empties the directory path cache.
@@ -186,6 +331,7 @@ func (img *Image) forgetDirPaths() {
 	if len(img.dirPaths) > 0 {
 		clear(img.dirPaths)
 	}
+	img.dirPathBytes = 0
 }
 
 // resolvedDir describes directory d with its parent and own name unknown

@@ -365,7 +365,8 @@ func prepareXattrEntries(entries []xattrEntry) ([]xattrLayoutEnt, int, int, erro
 		seen[key] = true
 		if e.ValueInum == 0 {
 			if uint64(len(e.Value)) > 1<<32-1 {
-				return nil, 0, 0, fmt.Errorf("%w: value of %q too large", ErrNoSpace, e.Name)
+				// e_value_size is 32 bits; no container holds it anyway.
+				return nil, 0, 0, fmt.Errorf("%w: value of %q is %d bytes", ErrXattrTooLarge, e.Name, len(e.Value))
 			}
 			valLen += xattrValueLen(len(e.Value))
 		}

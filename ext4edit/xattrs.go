@@ -83,17 +83,42 @@ func (img *Image) getXattr(in *inode, name string) ([]byte, bool, error) {
 
 // setXattr sets (value != nil) or removes (value == nil) attribute name,
 // preferring the inode's own area like the kernel. in is written by the
-// caller.
+// caller. Attributes that cannot fit fail with ErrXattrTooLarge before
+// anything changes.
 func (img *Image) setXattr(in *inode, name string, value []byte) error {
-	if !img.sb.hasCompat(compatExtAttr) {
-		return unsupportedf("extended attributes on a filesystem without ext_attr")
-	}
-	if len(name) == 0 || len(name) > 255+len("system.posix_acl_default") {
-		return fmt.Errorf("%w: xattr name %q", ErrInvalidPath, name)
-	}
-	inInode, inBlock, err := img.xattrs(in)
+	st, err := img.xattrState(in)
 	if err != nil {
 		return err
+	}
+	blockChanged, err := img.placeXattr(in, st, name, value)
+	if err != nil || !blockChanged {
+		return err
+	}
+	return img.writeXattrBlock(in, st.inBlock)
+}
+
+// xattrSet is the attributes of one inode while they are being changed.
+type xattrSet struct{ inInode, inBlock []xattrEntry }
+
+func (img *Image) xattrState(in *inode) (*xattrSet, error) {
+	if !img.sb.hasCompat(compatExtAttr) {
+		return nil, unsupportedf("extended attributes on a filesystem without ext_attr")
+	}
+	a, b, err := img.xattrs(in)
+	if err != nil {
+		return nil, err
+	}
+	return &xattrSet{a, b}, nil
+}
+
+// placeXattr sets or removes name in st and in in's attribute area (in
+// memory, nothing allocated) and reports whether the block's list
+// changed; the caller writes the block. A File checks every attribute it
+// will set at Close this way, on a copy of the inode, before its
+// operation changes anything.
+func (img *Image) placeXattr(in *inode, st *xattrSet, name string, value []byte) (bool, error) {
+	if len(name) == 0 || len(name) > 255+len("system.posix_acl_default") {
+		return false, fmt.Errorf("%w: xattr name %q", ErrInvalidPath, name)
 	}
 	drop := func(es []xattrEntry) ([]xattrEntry, bool) {
 		var out []xattrEntry
@@ -107,10 +132,10 @@ func (img *Image) setXattr(in *inode, name string, value []byte) error {
 		}
 		return out, found
 	}
-	inInode, foundI := drop(inInode)
-	inBlock, foundB := drop(inBlock)
+	inInode, foundI := drop(st.inInode)
+	inBlock, foundB := drop(st.inBlock)
 	if value == nil && !foundI && !foundB {
-		return errNotFound
+		return false, errNotFound
 	}
 	area := img.xattrArea(in)
 	blockChanged := foundB
@@ -118,33 +143,70 @@ func (img *Image) setXattr(in *inode, name string, value []byte) error {
 		ne := xattrEntry{Name: name, Value: value}
 		placed := false
 		if area != nil {
-			if enc, err := encodeInodeXattrs(append(append([]xattrEntry(nil), inInode...), ne), len(area)); err == nil {
+			withNew := append(append([]xattrEntry(nil), inInode...), ne)
+			if enc, err := encodeInodeXattrs(withNew, len(area)); err == nil {
 				copy(area, enc)
-				placed = true
+				inInode, placed = withNew, true
 			}
 		}
 		if !placed {
+			if err := img.checkXattrBlockRoom(name, value, inInode, inBlock, len(area)); err != nil {
+				return false, err
+			}
 			inBlock = append(inBlock, ne)
 			blockChanged = true
 		}
 		if !placed && foundI {
 			enc, err := encodeInodeXattrs(inInode, len(area))
 			if err != nil {
-				return err
+				return false, err
 			}
 			copy(area, enc)
 		}
 	} else if foundI {
 		enc, err := encodeInodeXattrs(inInode, len(area))
 		if err != nil {
-			return err
+			return false, err
 		}
 		copy(area, enc)
 	}
-	if blockChanged {
-		return img.writeXattrBlock(in, inBlock)
+	st.inInode, st.inBlock = inInode, inBlock
+	return blockChanged, nil
+}
+
+// checkXattrBlockRoom fails with ErrXattrTooLarge when attribute name,
+// which does not fit the inode's area (areaSize bytes, holding inInode),
+// does not fit the attribute block beside the others there (inBlock)
+// either: without ea_inode there is no third place, so a bigger image
+// cannot help and ErrNoSpace would mislead.
+func (img *Image) checkXattrBlockRoom(name string, value []byte, inInode, inBlock []xattrEntry, areaSize int) error {
+	// Only the names and values count; invalid entries fail later with
+	// their own error.
+	one, _, _, err := prepareXattrEntries([]xattrEntry{{Name: name, Value: value}})
+	if err != nil {
+		return err
 	}
-	return nil
+	need := xattrEntryLen(len(one[0].suffix)) + xattrValueLen(len(value))
+	_, blockList, blockVals, err := prepareXattrEntries(inBlock)
+	if err != nil {
+		return err
+	}
+	blockFree := int(img.bs) - xattrHdrSize - blockList - blockVals
+	if need <= blockFree {
+		return nil
+	}
+	bodyFree := 0
+	if areaSize > 0 {
+		// An area holds its magic and the end marker besides entries.
+		_, l, v, err := prepareXattrEntries(inInode)
+		if err != nil {
+			return err
+		}
+		bodyFree = max(areaSize-xattrIbodyHdrSize-l-v, 0)
+	}
+	return fmt.Errorf("%w: %q needs %d bytes (%d-byte entry and name, %d-byte value, padded) but at most %d are free: %d of %d in the inode body, %d of the one %d-byte attribute block",
+		ErrXattrTooLarge, name, need, xattrEntryLen(len(one[0].suffix)), len(value), max(bodyFree, blockFree),
+		bodyFree, max(areaSize-xattrIbodyHdrSize-4, 0), max(blockFree, 0), img.bs)
 }
 
 // writeXattrBlock replaces in's attribute block with ents: a shared block

@@ -14,6 +14,19 @@
 //     e2fsck -fn.
 //   - FuzzBuildTar: a tar stream applied to a fresh image through the
 //     public API, then checked by read-back and e2fsck -fn.
+//   - FuzzPullOCILayout, FuzzPullDockerArchive (pull_fuzz_test.go): a
+//     whole image, an OCI layout or a docker save archive, given to
+//     imagepull.Pull. The input is a flags byte, a count of layers with
+//     missing blobs, and length-prefixed pieces (the documents, then the
+//     layer blobs), each given, left out, or generated from the others
+//     with correct digests, sizes and diff IDs unless the flags ask for
+//     wrong ones. Pull must not panic or hang, must write nothing outside
+//     OUTDIR, and must publish nothing on failure; a pulled image must
+//     walk cleanly and pass e2fsck -fn. The seeds are made in code:
+//     valid images (plain, gzip, zstd layers) and hostile ones (cut
+//     streams, wrong diff IDs and sizes, bad whiteouts and device
+//     numbers, sparse and deep entries, huge documents, missing blobs),
+//     each with the outcome Pull must give it.
 //
 // Image inputs may be "sparse": the magic "EXT4SPR1", a uvarint image
 // size, then chunks of (uvarint count of zero bytes to skip, uvarint data

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path"
 	"strings"
@@ -46,10 +47,27 @@ type BuildOptions struct {
 	Time time.Time
 	// NoJournal makes an ext4 image without a journal.
 	NoJournal bool
+	// MaxSize caps the size Size==0 estimates (default DefaultMaxAutoSize):
+	// layers whose estimate is larger fail the build before the image is
+	// made, so a small hostile layer cannot claim a huge image. A given
+	// Size is not capped.
+	MaxSize int64
 	// Warnf receives notes on entries that were skipped or changed
-	// (unsupported xattr namespaces, unknown entry types). Nil discards.
+	// (unsupported xattr namespaces, unknown entry types, clamped times).
+	// Nil discards.
 	Warnf func(format string, args ...any)
 }
+
+// DefaultMaxAutoSize is the largest image an estimate may ask for unless
+// BuildOptions.MaxSize (PullOptions.MaxSize, imagepull pull --max-size)
+// raises it: above the largest container images in common use (CUDA and ML
+// images of 10-30 GB), far below what a few-KiB layer declaring huge
+// sparse files or millions of entries would claim.
+const DefaultMaxAutoSize = 64 << 30
+
+// ErrTooBig: the layers need a larger image than the auto-size ceiling
+// (BuildOptions.MaxSize).
+var ErrTooBig = errors.New("layers need an image larger than the auto-size ceiling")
 
 // BuildStats counts what BuildExt4 did.
 type BuildStats struct {
@@ -69,15 +87,22 @@ type BuildStats struct {
 	// set (root-owned, atime = mtime), with no Lsetattr.
 	AttrsFromCreate int64
 	Skipped         int64 // entries of unsupported types
+	TimesClamped    int64 // times outside ext4's range, clamped into it
 	// Size is the image size in bytes; Estimated says BuildExt4 chose it.
 	Size       int64
 	InodeRatio uint64
 	Estimated  bool
 }
 
-// syncEvery bounds the editor's dirty set: the image is committed after
-// this many entries, so memory stays flat however big the image.
-const syncEvery = 1 << 16
+// syncEvery bounds the editor's dirty set: the image is committed once
+// the entries since the last commit weigh this much. An entry weighs 1;
+// a new directory dirSyncWeight, since it brings a whole dirty block
+// (4 KiB): 8,192 directories hold 32 MiB, so memory stays flat however
+// many entries or directories a layer has.
+const (
+	syncEvery     = 1 << 16
+	dirSyncWeight = 8
+)
 
 // BuildExt4 makes a new ext4 image at path (replacing any file there) from
 // layers applied in order, lowest first, and returns it open: the caller
@@ -91,6 +116,23 @@ const syncEvery = 1 << 16
 // fails; an edit that fails part way leaves it refusing further edits
 // (ext4edit.ErrPartialEdit). Close makes it durable with one flush.
 func BuildExt4(ctx context.Context, imgPath string, layers []LayerSource, opts BuildOptions) (*ext4edit.Image, *BuildStats, error) {
+	f, err := os.OpenFile(imgPath, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, nil, err
+	}
+	img, st, err := BuildExt4File(ctx, f, layers, opts)
+	if err != nil {
+		_ = os.Remove(imgPath)
+	}
+	return img, st, err
+}
+
+// BuildExt4File is BuildExt4 into a file the caller opened (made with
+// O_EXCL, say, so no path is opened twice): f is formatted and the
+// returned Image writes through it. BuildExt4File takes f over: closing
+// the Image closes it, and an error closes it before returning; removing
+// the file on error is the caller's.
+func BuildExt4File(ctx context.Context, f *os.File, layers []LayerSource, opts BuildOptions) (*ext4edit.Image, *BuildStats, error) {
 	bs := opts.BlockSize
 	if bs == 0 {
 		bs = 4096
@@ -101,11 +143,20 @@ func BuildExt4(ctx context.Context, imgPath string, layers []LayerSource, opts B
 		for i, l := range layers {
 			u, err := scanSource(ctx, l, bs)
 			if err != nil {
+				f.Close()
 				return nil, nil, &LayerError{Layer: i + 1, Digest: l.Digest, Err: fmt.Errorf("sizing: %w", err)}
 			}
 			usage = append(usage, u)
 		}
 		size, ratio := EstimateSize(usage, bs)
+		ceiling := opts.MaxSize
+		if ceiling <= 0 {
+			ceiling = DefaultMaxAutoSize
+		}
+		if size > ceiling {
+			f.Close()
+			return nil, nil, fmt.Errorf("%w: the estimate is %d bytes, the ceiling %d (give a size, or raise the ceiling with MaxSize / --max-size)", ErrTooBig, size, ceiling)
+		}
 		st.Size, st.Estimated = size, true
 		if st.InodeRatio == 0 {
 			st.InodeRatio = ratio
@@ -118,8 +169,11 @@ func BuildExt4(ctx context.Context, imgPath string, layers []LayerSource, opts B
 	if t.IsZero() {
 		t = time.Unix(1, 0)
 	}
+	// The base time stamps the superblock and implicit directories: keep
+	// it where every inode can store it (a config may say year 9999).
+	t = clampToExt4(t)
 	clock := t
-	img, err := ext4edit.Create(imgPath, st.Size, &ext4edit.CreateOptions{
+	img, err := ext4edit.CreateFile(f, st.Size, &ext4edit.CreateOptions{
 		BlockSize:  bs,
 		InodeRatio: st.InodeRatio,
 		Label:      opts.Label,
@@ -129,15 +183,17 @@ func BuildExt4(ctx context.Context, imgPath string, layers []LayerSource, opts B
 		// The file is new, private until the caller publishes it after
 		// Close, and removed on any error: no rollback of failed edits
 		// and no crash-safe commits until then, one flush at Close.
-		Open: ext4edit.Options{Now: func() time.Time { return clock }, NoUndo: true, Scratch: true},
+		// Directory times are set as each directory is made or declared
+		// (KeepDirTimes): nothing is remembered per directory.
+		Open: ext4edit.Options{Now: func() time.Time { return clock }, NoUndo: true, Scratch: true, KeepDirTimes: true},
 	})
 	if err != nil {
+		f.Close()
 		return nil, nil, err
 	}
 	a := newApplier(img, opts.Warnf, &clock, t)
 	fail := func(err error) (*ext4edit.Image, *BuildStats, error) {
 		_ = img.Close()
-		_ = os.Remove(imgPath)
 		if errors.Is(err, ext4edit.ErrNoSpace) {
 			how := "give a larger size"
 			if st.Estimated {
@@ -162,9 +218,6 @@ func BuildExt4(ctx context.Context, imgPath string, layers []LayerSource, opts B
 		if err != nil {
 			return fail(err)
 		}
-	}
-	if err := a.finish(); err != nil {
-		return fail(err)
 	}
 	a.stats.Size, a.stats.InodeRatio, a.stats.Estimated = st.Size, st.InodeRatio, st.Estimated
 	return img, &a.stats, nil
@@ -196,26 +249,69 @@ type LayerUsage struct {
 }
 
 // ScanLayer reads a layer's uncompressed tar stream to its end and counts
-// what it needs in an image of bs-byte blocks.
+// what it needs in an image of bs-byte blocks. It counts data, not
+// declared sizes: a file's blocks are bounded by the bytes the stream
+// carries for it (a sparse entry declaring 100 GiB in a few bytes counts
+// those bytes), and directories a layer implies without listing them
+// count like listed ones. Entry data is skipped, never read through tar
+// (which would fill a sparse entry's holes with zeros).
 func ScanLayer(ctx context.Context, r io.Reader, bs uint32) (LayerUsage, error) {
 	var u LayerUsage
 	cr := &countingReader{r: r}
 	tr := tar.NewReader(cr)
 	b := int64(bs)
+	dirs := newPathSet()
+	// pending is the declared data size of the previous file entry, whose
+	// blocks are counted once the next header shows how many bytes of
+	// the stream it took (its data, padding and the next headers: a
+	// slight overcount).
+	var pending int64 = -1
+	last := int64(0)
+	settle := func() {
+		if pending >= 0 {
+			took := cr.n - last
+			u.FileBlocks = satAdd(u.FileBlocks, (min(pending, took)+b-1)/b)
+			pending = -1
+		}
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return u, err
 		}
 		hdr, err := tr.Next()
+		settle()
+		last = cr.n
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			return u, fmt.Errorf("reading tar: %w", err)
 		}
-		base := path.Base(cleanPath(hdr.Name))
-		if strings.HasPrefix(base, layerWhiteoutPrefix) {
-			continue
+		p := cleanPath(hdr.Name)
+		if len(p) > MaxPathBytes {
+			return u, fmt.Errorf("entry %q: path of %d bytes: longer than the %d bytes (PATH_MAX) a layer entry may name", shortName(hdr.Name), len(p), MaxPathBytes)
+		}
+		dir, base := path.Split(p)
+		// Parents the layer does not list are made by the build all the
+		// same: count them as directories (and a listed directory that
+		// was one of them, once).
+		d := path.Clean(dir)
+		isDir := hdr.Typeflag == tar.TypeDir
+		if isDir {
+			d = p
+		}
+		newDir := false
+		for _, end := range dirs.insert(d) {
+			if isDir && end == len(p) {
+				newDir = true // p itself: counted below
+				break
+			}
+			u.Dirs++
+			u.Entries++
+			u.DirentBytes += int64(8+len(path.Base(d[:end]))+3) &^ 3
+		}
+		if strings.HasPrefix(base, layerWhiteoutPrefix) || p == "/" || (isDir && !newDir) {
+			continue // a whiteout, the root, or a directory counted before
 		}
 		u.DirentBytes += int64(8+len(base)+3) &^ 3
 		switch hdr.Typeflag {
@@ -223,9 +319,9 @@ func ScanLayer(ctx context.Context, r io.Reader, bs uint32) (LayerUsage, error) 
 			continue
 		case tar.TypeDir:
 			u.Dirs++
-		case tar.TypeReg, tar.TypeRegA, tar.TypeCont, tar.TypeGNUSparse:
+		case tar.TypeReg, tar.TypeCont, tar.TypeGNUSparse:
 			u.Files++
-			u.FileBlocks += (hdr.Size + b - 1) / b
+			pending = max(hdr.Size, 0)
 		case tar.TypeSymlink:
 			if len(hdr.Linkname) >= 60 {
 				u.LongSymlinks++
@@ -247,6 +343,27 @@ func ScanLayer(ctx context.Context, r io.Reader, bs uint32) (LayerUsage, error) 
 	}
 	u.TarBytes = cr.n
 	return u, nil
+}
+
+// satAdd adds non-negative counts without overflowing.
+func satAdd(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
+// clampToExt4 brings t into the range ext4's 256-byte inodes store
+// (seconds -2^31 .. 2^34-2^31-1: 1901-12-13 to 2446-05-10).
+func clampToExt4(t time.Time) time.Time {
+	lo, hi := time.Unix(math.MinInt32, 0), time.Unix(1<<34-1<<31-1, 999999999)
+	if t.Before(lo) {
+		return lo
+	}
+	if t.After(hi) {
+		return hi
+	}
+	return t
 }
 
 type countingReader struct {

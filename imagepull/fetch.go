@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -25,7 +26,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -41,8 +41,26 @@ const (
 )
 
 // ErrDigestMismatch: a blob's bytes do not hash to the digest that names
-// it (or its length differs from the descriptor's size).
+// it (or its length differs from the descriptor's size), or a layer's
+// uncompressed tar does not hash to its diff ID.
 var ErrDigestMismatch = errors.New("digest mismatch")
+
+// ErrTooLarge: an image document (index, manifest, config) is larger than
+// its cap (MaxManifestBytes, MaxConfigBytes).
+var ErrTooLarge = errors.New("image document too large")
+
+// Caps on the JSON documents of an image, read whole into memory. Registries
+// (distribution, Harbor, Pulp) and containerd refuse manifests and indexes
+// over 4 MiB; real configs are tens of KiB (a long build history: hundreds).
+// A source that claims or serves more is refused with ErrTooLarge before the
+// bytes are read, so a hostile image cannot make a pull buffer it.
+const (
+	MaxManifestBytes = 4 << 20 // an index.json, index or manifest
+	MaxConfigBytes   = 8 << 20 // an image config
+	// maxArchiveMembers bounds what Fetch records of a docker archive's
+	// member list (docker save writes a handful per layer).
+	maxArchiveMembers = 1 << 16
+)
 
 // FetchOptions control Fetch.
 type FetchOptions struct {
@@ -89,32 +107,32 @@ type FetchedLayer struct {
 	DiffID    string // of the uncompressed tar
 	MediaType string
 	Size      int64 // blob size, -1 when unknown
-	// open returns the blob (verified against Digest unless diffIDCheck,
-	// where the uncompressed stream is verified against DiffID).
-	open        func() (io.ReadCloser, error)
-	diffIDCheck bool
+	// open returns the blob, verified against Digest as it is read (when
+	// Digest is set: docker archives name layers by path only).
+	open func() (io.ReadCloser, error)
 }
 
-// Open returns the layer's uncompressed tar stream. The blob is checked
-// against its digest as it is read: a mismatch is a read error
-// (ErrDigestMismatch) at the end of the stream. Decompression runs ahead
-// in its own goroutine.
+// Open returns the layer's uncompressed tar stream, checked in one pass
+// as containerd checks it: the blob against its digest (registry and OCI
+// layout sources) and the uncompressed tar against the config's diff ID
+// (every source; for a docker archive it is the only check). A mismatch,
+// and a compressed stream cut short (a gzip member without its trailer, a
+// zstd frame without its end), is a read error at the end of the stream,
+// wrapping ErrDigestMismatch or io.ErrUnexpectedEOF: the consumer never
+// sees a clean EOF for bytes that were not verified. Decompression runs
+// ahead in its own goroutine.
 func (l FetchedLayer) Open() (io.ReadCloser, error) {
+	h, err := v1.NewHash(l.DiffID)
+	if err != nil {
+		return nil, fmt.Errorf("diff ID %q: %w", l.DiffID, err)
+	}
 	rc, err := l.open()
 	if err != nil {
 		return nil, err
 	}
-	if !l.diffIDCheck {
-		return Decompress(rc)
-	}
-	h, err := v1.NewHash(l.DiffID)
-	if err != nil {
-		rc.Close()
-		return nil, err
-	}
 	// Verify in the decompressing goroutine (it is the one reading).
 	return decompress(rc, func(r io.Reader) io.Reader {
-		v, _ := verifyReader(io.NopCloser(r), h, -1, "layer "+l.DiffID)
+		v, _ := verifyReader(io.NopCloser(r), h, -1, "layer diff ID "+l.DiffID)
 		return v
 	})
 }
@@ -223,19 +241,24 @@ func checkPlatform(cfg *v1.ConfigFile, opts FetchOptions) error {
 	return nil
 }
 
-// fromImage fills a Fetched from a v1.Image whose blobs are read through
-// blob (compressed bytes, not yet verified).
-func fromImage(img v1.Image, opts FetchOptions, blob func(d v1.Descriptor) (io.ReadCloser, error)) (*Fetched, error) {
-	raw, err := img.RawManifest()
-	if err != nil {
-		return nil, fmt.Errorf("manifest: %w", err)
+// fromManifest fills a Fetched from an image manifest's raw bytes (already
+// checked against the digest that named them, where one did). config
+// returns the config blob's bytes (at most MaxConfigBytes, checked here
+// against the descriptor), blob a layer's compressed bytes (checked here,
+// as they are read).
+func fromManifest(raw []byte, opts FetchOptions, config func(d v1.Descriptor) ([]byte, error), blob func(d v1.Descriptor) (io.ReadCloser, error)) (*Fetched, error) {
+	if len(raw) > MaxManifestBytes {
+		return nil, fmt.Errorf("manifest: %w: %d bytes, the cap is %d", ErrTooLarge, len(raw), MaxManifestBytes)
 	}
 	mdig := sha256Hash(raw)
 	m, err := v1.ParseManifest(bytes.NewReader(raw))
 	if err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
-	rawCfg, err := img.RawConfigFile()
+	if err := checkDocSize(m.Config, MaxConfigBytes, "config"); err != nil {
+		return nil, err
+	}
+	rawCfg, err := config(m.Config)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -249,15 +272,9 @@ func fromImage(img v1.Image, opts FetchOptions, blob func(d v1.Descriptor) (io.R
 	if err := checkPlatform(cfg, opts); err != nil {
 		return nil, err
 	}
-	mt := string(m.MediaType)
-	if mt == "" {
-		if t, err := img.MediaType(); err == nil {
-			mt = string(t)
-		}
-	}
 	f := &Fetched{
 		ManifestDigest:    mdig.String(),
-		ManifestMediaType: mt,
+		ManifestMediaType: string(m.MediaType),
 		ConfigDigest:      m.Config.Digest.String(),
 		Platform:          v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant},
 		Config:            cfg,
@@ -268,6 +285,9 @@ func fromImage(img v1.Image, opts FetchOptions, blob func(d v1.Descriptor) (io.R
 	for i, d := range m.Layers {
 		if !layerMediaType(d.MediaType) {
 			return nil, fmt.Errorf("layer %d (%s): media type %q is not a layer this tool can unpack", i+1, d.Digest, d.MediaType)
+		}
+		if d.Size < 0 {
+			return nil, fmt.Errorf("layer %d (%s): negative size %d", i+1, d.Digest, d.Size)
 		}
 		d := d
 		f.Layers = append(f.Layers, FetchedLayer{
@@ -285,6 +305,31 @@ func fromImage(img v1.Image, opts FetchOptions, blob func(d v1.Descriptor) (io.R
 		})
 	}
 	return f, nil
+}
+
+// checkDocSize refuses a descriptor of a document read whole into memory
+// whose size is missing or over max.
+func checkDocSize(d v1.Descriptor, max int64, what string) error {
+	if d.Size <= 0 {
+		return fmt.Errorf("%s %s: descriptor gives no size (%d)", what, d.Digest, d.Size)
+	}
+	if d.Size > max {
+		return fmt.Errorf("%s %s: %w: the descriptor says %d bytes, the cap is %d", what, d.Digest, ErrTooLarge, d.Size, max)
+	}
+	return nil
+}
+
+// readCapped reads r to its end, refusing more than max bytes with
+// ErrTooLarge (having read at most max+1).
+func readCapped(r io.Reader, max int64, what string) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s: %w: more than %d bytes", what, ErrTooLarge, max)
+	}
+	return b, nil
 }
 
 func layerMediaType(mt types.MediaType) bool {
@@ -305,10 +350,11 @@ func fetchRemote(ctx context.Context, s string, opts FetchOptions) (*Fetched, er
 	if kc == nil {
 		kc = authn.DefaultKeychain
 	}
-	ropts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(kc)}
-	if opts.Transport != nil {
-		ropts = append(ropts, remote.WithTransport(opts.Transport))
+	rt := opts.Transport
+	if rt == nil {
+		rt = remote.DefaultTransport
 	}
+	ropts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(kc), remote.WithTransport(capManifests{rt})}
 	desc, err := remote.Get(ref, ropts...)
 	if err != nil {
 		return nil, err
@@ -344,7 +390,14 @@ func fetchRemote(ctx context.Context, s string, opts FetchOptions) (*Fetched, er
 	default:
 		return nil, fmt.Errorf("%s is a %q, not an image", ref, desc.MediaType)
 	}
-	f, err := fromImage(img, opts, func(d v1.Descriptor) (io.ReadCloser, error) {
+	raw, err := img.RawManifest()
+	if err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	// The registry's config read is bounded by the descriptor's size,
+	// which fromManifest caps first.
+	config := func(v1.Descriptor) ([]byte, error) { return img.RawConfigFile() }
+	f, err := fromManifest(raw, opts, config, func(d v1.Descriptor) (io.ReadCloser, error) {
 		l, err := img.LayerByDigest(d.Digest)
 		if err != nil {
 			return nil, err
@@ -354,11 +407,57 @@ func fetchRemote(ctx context.Context, s string, opts FetchOptions) (*Fetched, er
 	if err != nil {
 		return nil, err
 	}
+	if f.ManifestMediaType == "" {
+		if t, err := img.MediaType(); err == nil {
+			f.ManifestMediaType = string(t)
+		}
+	}
 	f.Kind = SourceRegistry
 	f.IndexDigest = indexDigest
 	f.Reference = ref.Context().Digest(f.ManifestDigest).String()
 	return f, nil
 }
+
+// capManifests refuses registry manifest and index responses over
+// MaxManifestBytes (go-containerregistry reads up to 100 MiB of one into
+// memory): by Content-Length before the body is read, else as the body is.
+type capManifests struct{ rt http.RoundTripper }
+
+func (c capManifests) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := c.rt.RoundTrip(req)
+	if err != nil || !strings.Contains(req.URL.Path, "/manifests/") {
+		return resp, err
+	}
+	what := "manifest " + path.Base(req.URL.Path)
+	if resp.ContentLength > MaxManifestBytes {
+		resp.Body.Close()
+		return nil, fmt.Errorf("%s: %w: the registry says %d bytes, the cap is %d", what, ErrTooLarge, resp.ContentLength, MaxManifestBytes)
+	}
+	resp.Body = &cappedBody{rc: resp.Body, left: MaxManifestBytes, what: what}
+	return resp, nil
+}
+
+// cappedBody fails a read past its cap with ErrTooLarge.
+type cappedBody struct {
+	rc   io.ReadCloser
+	left int64
+	what string
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	// At most one byte past the cap: enough to tell a body of exactly
+	// the cap from a longer one.
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.rc.Read(p)
+	if b.left -= int64(n); b.left < 0 {
+		return 0, fmt.Errorf("%s: %w: more than %d bytes", b.what, ErrTooLarge, MaxManifestBytes)
+	}
+	return n, err
+}
+
+func (b *cappedBody) Close() error { return b.rc.Close() }
 
 // splitTag splits "PATH:TAG" where TAG may itself hold colons and
 // slashes ("f.tar:repo/img:v1"): PATH is the shortest prefix before a
@@ -389,17 +488,15 @@ const refNameAnnotation = "org.opencontainers.image.ref.name"
 
 func fetchLayout(s string, opts FetchOptions) (*Fetched, error) {
 	dir, tag := splitTag(s)
-	p, err := layout.FromPath(dir)
+	// The layout's documents are read here, capped, rather than by
+	// go-containerregistry's layout package, which reads any file whole.
+	rawIndex, err := readLayoutFile(filepath.Join(dir, "index.json"), MaxManifestBytes, "index.json")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s is not an OCI image layout: %w", dir, err)
 	}
-	idx, err := p.ImageIndex()
+	im, err := v1.ParseIndexManifest(bytes.NewReader(rawIndex))
 	if err != nil {
-		return nil, err
-	}
-	im, err := idx.IndexManifest()
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("index.json: %w", err)
 	}
 	var desc v1.Descriptor
 	if tag != "" {
@@ -425,43 +522,57 @@ func fetchLayout(s string, opts FetchOptions) (*Fetched, error) {
 		}
 		desc = d
 	}
-	var indexDigest string
-	parent := idx
-	if desc.MediaType.IsIndex() {
-		sub, err := idx.ImageIndex(desc.Digest)
+	blobPath := func(d v1.Descriptor) string {
+		// v1.Hash parsing admits only an algorithm ggcr knows and hex
+		// digits: the path stays under blobs/.
+		return filepath.Join(dir, "blobs", d.Digest.Algorithm, d.Digest.Hex)
+	}
+	doc := func(d v1.Descriptor, max int64, what string) ([]byte, error) {
+		if err := checkDocSize(d, max, what); err != nil {
+			return nil, err
+		}
+		raw, err := readLayoutFile(blobPath(d), max, what+" "+d.Digest.String())
 		if err != nil {
 			return nil, err
 		}
-		raw, err := checkedRaw(sub.RawManifest, desc, "index")
+		if err := checkBytes(raw, d.Digest, d.Size, what); err != nil {
+			return nil, err
+		}
+		return raw, nil
+	}
+	var indexDigest string
+	if desc.MediaType.IsIndex() {
+		raw, err := doc(desc, MaxManifestBytes, "index")
 		if err != nil {
 			return nil, err
 		}
 		subm, err := v1.ParseIndexManifest(bytes.NewReader(raw))
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("index %s: %w", desc.Digest, err)
 		}
 		d, err := pickManifest(subm, wantPlatform(opts))
 		if err != nil {
 			return nil, err
 		}
 		indexDigest = desc.Digest.String()
-		desc, parent = d, sub
+		desc = d
 	}
 	if !desc.MediaType.IsImage() {
 		return nil, fmt.Errorf("%s is a %q, not an image", desc.Digest, desc.MediaType)
 	}
-	img, err := parent.Image(desc.Digest)
+	raw, err := doc(desc, MaxManifestBytes, "manifest")
 	if err != nil {
 		return nil, err
 	}
-	if _, err := checkedRaw(img.RawManifest, desc, "manifest"); err != nil {
-		return nil, err
-	}
-	f, err := fromImage(img, opts, func(d v1.Descriptor) (io.ReadCloser, error) {
-		return p.Blob(d.Digest)
+	config := func(d v1.Descriptor) ([]byte, error) { return doc(d, MaxConfigBytes, "config") }
+	f, err := fromManifest(raw, opts, config, func(d v1.Descriptor) (io.ReadCloser, error) {
+		return openRegular(blobPath(d))
 	})
 	if err != nil {
 		return nil, err
+	}
+	if f.ManifestMediaType == "" {
+		f.ManifestMediaType = string(desc.MediaType)
 	}
 	f.Kind = SourceOCILayout
 	f.IndexDigest = indexDigest
@@ -469,14 +580,50 @@ func fetchLayout(s string, opts FetchOptions) (*Fetched, error) {
 	return f, nil
 }
 
+// openRegular opens a file of a source (an OCI layout's blob, a docker
+// archive) that must be a regular file: a FIFO would block the pull, a
+// device never end.
+func openRegular(name string) (*os.File, error) {
+	fi, err := os.Stat(name)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%v)", name, fi.Mode().Type())
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	if fi2, err := f.Stat(); err != nil || !os.SameFile(fi, fi2) {
+		f.Close()
+		return nil, fmt.Errorf("%s: changed while opened", name)
+	}
+	return f, nil
+}
+
+// readLayoutFile reads a regular file of at most max bytes.
+func readLayoutFile(name string, max int64, what string) ([]byte, error) {
+	f, err := openRegular(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readCapped(f, max, what)
+}
+
 var hex64 = regexp.MustCompile(`[0-9a-f]{64}`)
 
 func fetchArchive(s string, opts FetchOptions) (*Fetched, error) {
 	file, tagStr := splitTag(s)
-	opener := func() (io.ReadCloser, error) { return os.Open(file) }
-	m, err := tarball.LoadManifest(opener)
+	// manifest.json read capped (tarball.LoadManifest decodes any size).
+	rawManifest, err := readTarMember(file, "manifest.json", MaxManifestBytes)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("manifest.json: %w", err)
+	}
+	var m tarball.Manifest
+	if err := json.Unmarshal(rawManifest, &m); err != nil {
+		return nil, fmt.Errorf("manifest.json: %w", err)
 	}
 	var desc *tarball.Descriptor
 	switch {
@@ -502,7 +649,7 @@ func fetchArchive(s string, opts FetchOptions) (*Fetched, error) {
 	default:
 		return nil, fmt.Errorf("%s holds %d images; name one with docker-archive:FILE:TAG", file, len(m))
 	}
-	rawCfg, err := readTarMember(file, desc.Config)
+	rawCfg, err := readTarMember(file, desc.Config, MaxConfigBytes)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -547,10 +694,9 @@ func fetchArchive(s string, opts FetchOptions) (*Fetched, error) {
 			MediaType: string(types.DockerLayer),
 			Size:      size,
 			// docker save stores layers uncompressed (or, rarely,
-			// compressed) and names them by path: the diff ID checks the
-			// uncompressed stream.
-			diffIDCheck: true,
-			open:        func() (io.ReadCloser, error) { return openTarMember(file, member) },
+			// compressed) and names them by path: the diff ID, checked by
+			// Open, is their only check.
+			open: func() (io.ReadCloser, error) { return openTarMember(file, member) },
 		})
 	}
 	return f, nil
@@ -561,7 +707,7 @@ func fetchArchive(s string, opts FetchOptions) (*Fetched, error) {
 // layers).
 func openTarMember(file, member string) (io.ReadCloser, error) {
 	for hops := 0; hops < 16; hops++ {
-		f, err := os.Open(file)
+		f, err := openRegular(file)
 		if err != nil {
 			return nil, err
 		}
@@ -596,9 +742,11 @@ func openTarMember(file, member string) (io.ReadCloser, error) {
 }
 
 // tarMemberSizes maps the regular members of the tar file to their sizes,
-// with link members resolved.
+// with link members resolved. A docker archive has a few members per
+// layer: one of more than maxArchiveMembers members (or with names longer
+// than a path can be) is refused rather than mapped.
 func tarMemberSizes(file string) (map[string]int64, error) {
-	f, err := os.Open(file)
+	f, err := openRegular(file)
 	if err != nil {
 		return nil, err
 	}
@@ -614,13 +762,19 @@ func tarMemberSizes(file string) (map[string]int64, error) {
 		if err != nil {
 			return nil, err
 		}
+		if len(sizes)+len(links) >= maxArchiveMembers {
+			return nil, fmt.Errorf("%s: more than %d members: not a docker archive", file, maxArchiveMembers)
+		}
+		if len(hdr.Name) > MaxPathBytes || len(hdr.Linkname) > MaxPathBytes {
+			continue // not a name manifest.json can use
+		}
 		n := path.Clean(hdr.Name)
 		switch hdr.Typeflag {
 		case tar.TypeSymlink:
 			links[n] = path.Join(path.Dir(n), hdr.Linkname)
 		case tar.TypeLink:
 			links[n] = path.Clean(hdr.Linkname)
-		case tar.TypeReg, tar.TypeRegA:
+		case tar.TypeReg:
 			sizes[n] = hdr.Size
 		}
 	}
@@ -638,13 +792,14 @@ func tarMemberSizes(file string) (map[string]int64, error) {
 	return sizes, nil
 }
 
-func readTarMember(file, member string) ([]byte, error) {
+// readTarMember reads the member of at most max bytes.
+func readTarMember(file, member string, max int64) ([]byte, error) {
 	rc, err := openTarMember(file, member)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	return io.ReadAll(io.LimitReader(rc, 64<<20))
+	return readCapped(rc, max, member)
 }
 
 type readCloser struct {
@@ -824,6 +979,14 @@ func (s *spooling) Close() error {
 	return err
 }
 
+// MaxZstdWindow caps the window a zstd layer may ask the decoder to keep
+// (the decoder's default, 512 MiB, lets a 19 KiB layer take half a GiB).
+// zstd's levels 1 to 20 and the encoders of docker, buildkit and
+// containerd use windows of at most 32 MiB; a layer made with a larger one
+// (zstd --ultra -21/-22, --long) is refused with the decoder's "window size
+// exceeded" error.
+const MaxZstdWindow = 32 << 20
+
 // Decompress returns the uncompressed stream of rc: gzip and zstd are
 // detected by their magic numbers, anything else passes through. The
 // decompressor runs ahead in its own goroutine (up to a few MiB), so
@@ -853,7 +1016,8 @@ func decompress(rc io.ReadCloser, wrap func(io.Reader) io.Reader) (io.ReadCloser
 		}
 		r = zr
 	case len(magic) >= 4 && bytes.Equal(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxWindow(MaxZstdWindow), zstd.WithDecoderMaxMemory(MaxZstdWindow))
 		if err != nil {
 			rc.Close()
 			return nil, fmt.Errorf("zstd: %w", err)
@@ -935,7 +1099,7 @@ func (r *readahead) run(src io.Reader) {
 			r.err = errors.New("read after close")
 			return
 		}
-		n, err := io.ReadFull(src, buf[:cap(buf)])
+		n, err := fill(src, buf[:cap(buf)])
 		if n > 0 {
 			select {
 			case r.full <- buf[:n]:
@@ -945,13 +1109,33 @@ func (r *readahead) run(src io.Reader) {
 			}
 		}
 		if err != nil {
-			if err == io.ErrUnexpectedEOF {
-				err = io.EOF
-			}
+			// io.EOF is the only clean end: a decompressor's
+			// io.ErrUnexpectedEOF (a stream cut short) stays an error.
 			r.err = err
 			return
 		}
 	}
+}
+
+// fill reads into buf until it is full or src fails. Unlike io.ReadFull
+// it returns src's error as it is: io.ReadFull turns a clean io.EOF after
+// some bytes into io.ErrUnexpectedEOF, which would hide a decompressor's
+// own io.ErrUnexpectedEOF among clean ends.
+func fill(src io.Reader, buf []byte) (int, error) {
+	n, empty := 0, 0
+	for n < len(buf) {
+		k, err := src.Read(buf[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+		if k == 0 {
+			if empty++; empty >= 100 {
+				return n, io.ErrNoProgress
+			}
+		}
+	}
+	return n, nil
 }
 
 func (r *readahead) Read(p []byte) (int, error) {

@@ -34,8 +34,9 @@ import (
 //     unlinks first and creates a new inode, so another hard link to the
 //     old inode keeps the old content;
 //   - owners, modes (setuid, setgid, sticky), atime and mtime come from the
-//     header; directory times are set after the last layer (adding
-//     entries would change them); xattrs come from PAX records.
+//     header, directories' too: the image is edited with KeepDirTimes, so
+//     adding entries later does not change them (and nothing is kept per
+//     directory); xattrs come from PAX records.
 
 // Whiteout markers of the OCI image layer format.
 const (
@@ -44,6 +45,22 @@ const (
 	// layerWhiteoutMeta starts aufs metadata names (.wh..wh.plnk,
 	// .wh..wh.aufs) that are never materialised.
 	layerWhiteoutMeta = ".wh..wh."
+)
+
+// MaxPathBytes is the longest path a layer entry may name (cleaned and
+// absolute, in bytes), and so the deepest (2,048 levels): the kernel's
+// PATH_MAX, the longest path a process in the guest could open in one
+// call. An entry naming a longer path (or a hard link to one) fails the
+// build with an error naming the layer and the entry; the bound keeps the
+// cost of one entry small whatever a layer says.
+const MaxPathBytes = 4096
+
+// Device numbers the kernel's encoding (new_encode_dev) holds: a 12-bit
+// major and a 20-bit minor. A layer's device node beyond them fails the
+// build rather than being stored as another device.
+const (
+	maxDevMajor = 1<<12 - 1
+	maxDevMinor = 1<<20 - 1
 )
 
 // Raw i_mode type bits, for ext4edit.Attr.Mode.
@@ -56,11 +73,6 @@ const (
 	modeTypeFifo = 0x1000
 )
 
-// dirTimes are a directory's times, applied after the last layer.
-type dirTimes struct {
-	atime, mtime time.Time
-}
-
 // applier applies layers, in order, to one open image.
 type applier struct {
 	img   *ext4edit.Image
@@ -71,12 +83,7 @@ type applier struct {
 	digest string
 	// layerPaths holds every path the current layer created or declared,
 	// with its ancestors: an opaque whiteout keeps these.
-	layerPaths map[string]struct{}
-	// dirs remembers directory times until every layer is in; implicit
-	// holds directories made because a layer did not list them (they get
-	// the base time unless a layer lists them after all).
-	dirs     map[string]dirTimes
-	implicit map[string]struct{}
+	layerPaths *pathSet
 	// fresh is true while the image holds nothing but what Create made
 	// and the current layer added (the first layer).
 	fresh     bool
@@ -88,6 +95,30 @@ type applier struct {
 	// most entries need no Lsetattr), base otherwise.
 	clock *time.Time
 	base  time.Time
+	// raw is the layer's tar stream as tar reads it; ctx the build's.
+	raw *ctxReader
+	ctx context.Context
+	// tmin and tmax are the times the image can store; warned counts the
+	// clamping warnings given (the first few are shown, all are counted).
+	tmin, tmax time.Time
+	warned     int
+}
+
+// ctxReader is a layer stream that fails with ctx's error once ctx is
+// done, and counts what it yields.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+	n   int64
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // newApplier applies layers to img, whose Options.Now returns *clock.
@@ -96,15 +127,16 @@ func newApplier(img *ext4edit.Image, warnf func(string, ...any), clock *time.Tim
 		warnf = func(string, ...any) {}
 	}
 	*clock = base
+	tmin, tmax := img.TimeRange()
 	return &applier{
-		img:      img,
-		warnf:    warnf,
-		dirs:     map[string]dirTimes{},
-		implicit: map[string]struct{}{"/": {}},
-		fresh:    true,
-		buf:      make([]byte, 256<<10),
-		clock:    clock,
-		base:     base,
+		tmin:  tmin,
+		tmax:  tmax,
+		img:   img,
+		warnf: warnf,
+		fresh: true,
+		buf:   make([]byte, 1<<20),
+		clock: clock,
+		base:  base,
 	}
 }
 
@@ -127,7 +159,7 @@ func (e *LayerError) Error() string {
 		fmt.Fprintf(&b, " (%s)", e.Digest)
 	}
 	if e.Entry != "" {
-		fmt.Fprintf(&b, ", entry %q", e.Entry)
+		fmt.Fprintf(&b, ", entry %q", shortName(e.Entry))
 	}
 	fmt.Fprintf(&b, ": %v", e.Err)
 	return b.String()
@@ -135,11 +167,26 @@ func (e *LayerError) Error() string {
 
 func (e *LayerError) Unwrap() error { return e.Err }
 
+// shortName keeps a hostile entry name readable in a message: a long one
+// is shown by its ends and its length.
+func shortName(n string) string {
+	if len(n) <= 200 {
+		return n
+	}
+	return fmt.Sprintf("%s...%s (%d bytes)", n[:100], n[len(n)-60:], len(n))
+}
+
 // applyLayer applies one uncompressed layer tar stream. The stream is read
 // to its end (a verifying reader checks its digest there).
 func (a *applier) applyLayer(ctx context.Context, n int, digest string, r io.Reader) error {
 	a.layer, a.digest = n, digest
-	a.layerPaths = map[string]struct{}{"/": {}}
+	a.layerPaths = newPathSet()
+	// Every read of the stream checks ctx, so a cancelled build stops
+	// inside a large entry too; the count tells file data read from the
+	// stream from the zeros tar makes up for a sparse file's holes.
+	a.raw = &ctxReader{ctx: ctx, r: r}
+	a.ctx = ctx
+	r = a.raw
 	tr := tar.NewReader(r)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -162,7 +209,11 @@ func (a *applier) applyLayer(ctx context.Context, n int, digest string, r io.Rea
 		if err := a.entry(hdr, tr); err != nil {
 			return &LayerError{Layer: n, Digest: digest, Entry: hdr.Name, Err: err}
 		}
-		if a.sinceSync++; a.sinceSync >= syncEvery {
+		w := 1
+		if hdr.Typeflag == tar.TypeDir {
+			w = dirSyncWeight
+		}
+		if a.sinceSync += w; a.sinceSync >= syncEvery {
 			// Commit now and then so the dirty set stays small.
 			if err := a.img.Sync(); err != nil {
 				return err
@@ -180,38 +231,26 @@ func (a *applier) applyLayer(ctx context.Context, n int, digest string, r io.Rea
 	return nil
 }
 
-func orZero(t, def time.Time) time.Time {
-	if t.IsZero() {
-		return def
-	}
-	return t
-}
-
 // cleanPath maps a tar name to an absolute path inside the image.
 func cleanPath(name string) string {
 	return path.Clean("/" + name)
 }
 
 // mark records p and its ancestors as belonging to the current layer.
-func (a *applier) mark(p string) {
-	for {
-		if _, ok := a.layerPaths[p]; ok {
-			return
-		}
-		a.layerPaths[p] = struct{}{}
-		p = path.Dir(p)
-	}
-}
+func (a *applier) mark(p string) { a.layerPaths.insert(p) }
 
 func (a *applier) entry(hdr *tar.Header, tr *tar.Reader) error {
 	*a.clock = a.base
-	p := cleanPath(hdr.Name)
-	dir, base := path.Split(p)
-	dir = path.Clean(dir)
 	switch hdr.Typeflag {
 	case tar.TypeXGlobalHeader, tar.TypeXHeader, tar.TypeGNULongName, tar.TypeGNULongLink:
 		return nil // archive/tar folds these into the next header
 	}
+	p := cleanPath(hdr.Name)
+	if len(p) > MaxPathBytes {
+		return fmt.Errorf("path of %d bytes: longer than the %d bytes (PATH_MAX) a layer entry may name", len(p), MaxPathBytes)
+	}
+	dir, base := path.Split(p)
+	dir = path.Clean(dir)
 	if strings.HasPrefix(base, layerWhiteoutPrefix) {
 		switch {
 		case base == layerWhiteoutOpaque:
@@ -220,9 +259,16 @@ func (a *applier) entry(hdr *tar.Header, tr *tar.Reader) error {
 		case strings.HasPrefix(base, layerWhiteoutMeta):
 			return nil
 		}
+		victim := base[len(layerWhiteoutPrefix):]
+		if victim == "" || victim == "." || victim == ".." {
+			// ".wh.." would remove the directory holding it, ".wh..." its
+			// parent: containerd refuses these, and so do we.
+			return fmt.Errorf("invalid whiteout name %q", base)
+		}
 		a.stats.Whiteouts++
-		return a.whiteout(path.Join(dir, base[len(layerWhiteoutPrefix):]))
+		return a.whiteout(path.Join(dir, victim))
 	}
+	a.clampTimes(hdr)
 	if p == "/" {
 		if hdr.Typeflag != tar.TypeDir {
 			a.warnf("layer %d: entry %q (type %q) names the image root; skipped", a.layer, hdr.Name, hdr.Typeflag)
@@ -233,7 +279,7 @@ func (a *applier) entry(hdr *tar.Header, tr *tar.Reader) error {
 	a.mark(p)
 	*a.clock = hdr.ModTime
 	switch hdr.Typeflag {
-	case tar.TypeReg, tar.TypeRegA, tar.TypeCont, tar.TypeGNUSparse:
+	case tar.TypeReg, tar.TypeCont, tar.TypeGNUSparse:
 		return a.file(p, hdr, tr)
 	case tar.TypeDir:
 		return a.dir(p, hdr, false)
@@ -251,16 +297,51 @@ func (a *applier) entry(hdr *tar.Header, tr *tar.Reader) error {
 		default:
 			mode = fs.ModeNamedPipe
 		}
-		if hdr.Devmajor < 0 || hdr.Devminor < 0 || hdr.Devmajor > 1<<32-1 || hdr.Devminor > 1<<32-1 {
-			return fmt.Errorf("device number %d:%d out of range", hdr.Devmajor, hdr.Devminor)
+		major, minor := hdr.Devmajor, hdr.Devminor
+		if hdr.Typeflag == tar.TypeFifo {
+			major, minor = 0, 0 // a FIFO has no device number
+		}
+		if major < 0 || minor < 0 || major > maxDevMajor || minor > maxDevMinor {
+			return fmt.Errorf("device number %d:%d out of range: the kernel stores majors up to %d and minors up to %d", hdr.Devmajor, hdr.Devminor, maxDevMajor, maxDevMinor)
 		}
 		return a.create(p, hdr, func() error {
-			return a.img.Mknod(p, mode|tarPerm(hdr), uint32(hdr.Devmajor), uint32(hdr.Devminor))
+			return a.img.Mknod(p, mode|tarPerm(hdr), uint32(major), uint32(minor))
 		})
 	}
 	a.warnf("layer %d: entry %q has unsupported tar type %q; skipped", a.layer, hdr.Name, hdr.Typeflag)
 	a.stats.Skipped++
 	return nil
+}
+
+// maxClampWarnings is how many clamped times a build reports one by one;
+// BuildStats.TimesClamped counts them all.
+const maxClampWarnings = 10
+
+// clampTimes brings the header's times into the range the image can store
+// (ext4 with 256-byte inodes: 1901-12-13 to 2446-05-10), as the kernel
+// clamps them, instead of letting them wrap to another century.
+func (a *applier) clampTimes(hdr *tar.Header) {
+	for _, t := range []*time.Time{&hdr.ModTime, &hdr.AccessTime} {
+		if t.IsZero() {
+			continue
+		}
+		c := *t
+		if c.Before(a.tmin) {
+			c = a.tmin
+		} else if c.After(a.tmax) {
+			c = a.tmax
+		}
+		if c.Equal(*t) {
+			continue
+		}
+		a.stats.TimesClamped++
+		if a.warned++; a.warned <= maxClampWarnings {
+			a.warnf("layer %d: entry %q: time %s is outside what ext4 stores; clamped to %s", a.layer, hdr.Name, t.UTC().Format(time.RFC3339), c.UTC().Format(time.RFC3339))
+		} else if a.warned == maxClampWarnings+1 {
+			a.warnf("layer %d: more times clamped; not reported one by one", a.layer)
+		}
+		*t = c
+	}
 }
 
 // lostFound is the directory mkfs makes for e2fsck; layers did not put it
@@ -272,7 +353,7 @@ func (a *applier) whiteout(p string) error {
 	if p == "/" || p == lostFound {
 		return nil
 	}
-	if _, ok := a.layerPaths[p]; ok {
+	if a.layerPaths.has(p) {
 		// A whiteout hides lower layers only; this layer's own entry stays.
 		return nil
 	}
@@ -295,31 +376,34 @@ func (a *applier) opaque(dir string) error {
 	if !fi.IsDir() {
 		return nil
 	}
-	return a.prune(dir, 0)
+	return a.prune(dir)
 }
 
-func (a *applier) prune(dir string, depth int) error {
-	if depth > 4096 {
-		return fmt.Errorf("opaque directory %s: tree deeper than 4096 levels", dir)
-	}
-	ents, err := a.img.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		p := path.Join(dir, e.Name())
-		if p == lostFound {
-			continue
+// prune removes what lower layers put in the tree under dir, keeping the
+// paths this layer marked. It walks with an explicit stack: a layer may
+// build trees as deep as MaxPathBytes allows, and nothing here recurses.
+func (a *applier) prune(dir string) error {
+	stack := []string{dir}
+	for len(stack) > 0 {
+		d := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		ents, err := a.img.ReadDir(d)
+		if err != nil {
+			return err
 		}
-		if _, ok := a.layerPaths[p]; !ok {
-			if err := a.img.RemoveAll(p); err != nil {
-				return err
+		for _, e := range ents {
+			p := path.Join(d, e.Name())
+			if p == lostFound {
+				continue
 			}
-			continue
-		}
-		if e.Type().IsDir() {
-			if err := a.prune(p, depth+1); err != nil {
-				return err
+			if !a.layerPaths.has(p) {
+				if err := a.img.RemoveAll(p); err != nil {
+					return err
+				}
+				continue
+			}
+			if e.Type().IsDir() {
+				stack = append(stack, p)
 			}
 		}
 	}
@@ -339,12 +423,6 @@ func (a *applier) clear(p string) error {
 // parents creates the missing parents of p (a layer need not list them).
 func (a *applier) parents(p string) error {
 	d := path.Dir(p)
-	for q := d; q != "/"; q = path.Dir(q) {
-		if _, ok := a.implicit[q]; ok {
-			break
-		}
-		a.implicit[q] = struct{}{}
-	}
 	t := *a.clock
 	*a.clock = a.base
 	err := a.img.MkdirAll(d, 0o755)
@@ -410,7 +488,7 @@ func typeBits(t byte) uint16 {
 }
 
 // attrs sets owner, mode, times and xattrs from hdr on p (not following a
-// final symlink). Directory times wait for finish.
+// final symlink).
 func (a *applier) attrs(p string, hdr *tar.Header, typ uint16, created bool) error {
 	attr, err := a.attrOf(p, hdr, typ, created)
 	if err != nil {
@@ -436,9 +514,6 @@ func (a *applier) attrOf(p string, hdr *tar.Header, typ uint16, created bool) (*
 	if hdr.Uid < 0 || hdr.Gid < 0 || hdr.Uid > 1<<32-1 || hdr.Gid > 1<<32-1 {
 		return nil, fmt.Errorf("owner %d:%d out of range", hdr.Uid, hdr.Gid)
 	}
-	if typ == modeTypeDir {
-		a.dirs[p] = dirTimes{atime: orZero(hdr.AccessTime, hdr.ModTime), mtime: hdr.ModTime}
-	}
 	if created && hdr.Uid == 0 && hdr.Gid == 0 && (hdr.AccessTime.IsZero() || hdr.AccessTime.Equal(hdr.ModTime)) {
 		a.stats.AttrsFromCreate++
 		return nil, nil
@@ -454,9 +529,7 @@ func (a *applier) attrOf(p string, hdr *tar.Header, typ uint16, created bool) (*
 	if atime.IsZero() {
 		atime = mtime
 	}
-	if typ != modeTypeDir {
-		attr.Atime, attr.Mtime = &atime, &mtime
-	}
+	attr.Atime, attr.Mtime = &atime, &mtime
 	return attr, nil
 }
 
@@ -516,13 +589,18 @@ func (a *applier) xattrsOf(p string, hdr *tar.Header) []tarXattr {
 	return out
 }
 
-// mapXattr decides how a tar xattr is stored: security.*, user.* and
-// trusted.* as they are; POSIX ACLs converted from the kernel's xattr
-// format to ext4's on-disk format; anything else is skipped (with the
-// reason returned).
+// mapXattr decides how a tar xattr is stored: security.* and user.* as
+// they are; POSIX ACLs converted from the kernel's xattr format to ext4's
+// on-disk format; anything else is skipped (with the reason returned).
+// trusted.* is skipped as containerd skips it: only CAP_SYS_ADMIN may set
+// it, and overlayfs keeps its own metadata there (trusted.overlay.opaque,
+// .redirect, .metacopy), which a layer must not be able to forge for a
+// guest that mounts the image as an overlay layer.
 func mapXattr(name string, v []byte) ([]byte, bool, string) {
 	switch {
-	case strings.HasPrefix(name, "security."), strings.HasPrefix(name, "user."), strings.HasPrefix(name, "trusted."):
+	case strings.HasPrefix(name, "trusted."):
+		return nil, false, "is in the trusted. namespace, which layers may not set (only privileged processes and overlayfs do)"
+	case strings.HasPrefix(name, "security."), strings.HasPrefix(name, "user."):
 		if len(name) > 255+len("security.") || len(strings.SplitN(name, ".", 2)[1]) == 0 || len(strings.SplitN(name, ".", 2)[1]) > 255 {
 			return nil, false, "has a bad name length"
 		}
@@ -534,7 +612,7 @@ func mapXattr(name string, v []byte) ([]byte, bool, string) {
 		}
 		return acl, true, ""
 	}
-	return nil, false, "is in a namespace ext4 images do not take from layers (only security., user., trusted. and POSIX ACLs)"
+	return nil, false, "is in a namespace ext4 images do not take from layers (only security., user. and POSIX ACLs)"
 }
 
 // POSIX ACL tags (linux/posix_acl.h).
@@ -659,7 +737,7 @@ func (a *applier) file(p string, hdr *tar.Header, tr *tar.Reader) error {
 	}
 	var n int64
 	if err == nil {
-		n, err = io.CopyBuffer(f, tr, a.buf)
+		n, err = a.copyData(f, tr)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -672,9 +750,49 @@ func (a *applier) file(p string, hdr *tar.Header, tr *tar.Reader) error {
 	return nil
 }
 
+// copyData copies an entry's data into f, leaving holes where the data
+// has them: a chunk tar made up without reading the stream is a sparse
+// entry's hole (tar only fills those with zeros), and whole zero blocks
+// among read data become holes too (File.SetSparse), as mke2fs -d makes
+// them. A 100 GiB sparse entry costs tar's zero fill, not 100 GiB of
+// writes, and the image file stays as sparse as the layer. ctx is checked
+// between chunks.
+func (a *applier) copyData(f *ext4edit.File, tr *tar.Reader) (int64, error) {
+	f.SetSparse(true)
+	var total int64
+	for {
+		if err := a.ctx.Err(); err != nil {
+			return total, err
+		}
+		before := a.raw.n
+		n, err := tr.Read(a.buf)
+		if n > 0 {
+			var werr error
+			if a.raw.n == before {
+				werr = f.Hole(int64(n))
+			} else {
+				_, werr = f.Write(a.buf[:n])
+			}
+			if werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
 // link makes p a hard link to the inode hdr.Linkname names in the image.
 func (a *applier) link(p string, hdr *tar.Header) error {
 	target := cleanPath(hdr.Linkname)
+	if len(target) > MaxPathBytes {
+		return fmt.Errorf("hard link target of %d bytes: longer than %d bytes (PATH_MAX)", len(target), MaxPathBytes)
+	}
 	if target == p {
 		return nil
 	}
@@ -702,32 +820,5 @@ func (a *applier) link(p string, hdr *tar.Header) error {
 		return err
 	}
 	a.count(tar.TypeLink)
-	return nil
-}
-
-// finish sets the directory times recorded by the layers (entries added
-// later changed them).
-func (a *applier) finish() error {
-	*a.clock = a.base
-	for p := range a.implicit {
-		if _, ok := a.dirs[p]; !ok {
-			a.dirs[p] = dirTimes{atime: a.base, mtime: a.base}
-		}
-	}
-	paths := make([]string, 0, len(a.dirs))
-	for p := range a.dirs {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths)
-	for _, p := range paths {
-		t := a.dirs[p]
-		fi, err := a.img.Lstat(p)
-		if err != nil || !fi.IsDir() {
-			continue // removed or replaced by a later layer
-		}
-		if err := a.img.Lsetattr(p, ext4edit.Attr{Atime: &t.atime, Mtime: &t.mtime}); err != nil {
-			return fmt.Errorf("directory times of %s: %w", p, err)
-		}
-	}
 	return nil
 }

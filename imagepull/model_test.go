@@ -167,7 +167,7 @@ func (m *model) apply(t testing.TB, layer []byte) {
 		}
 		for k, v := range h.PAXRecords {
 			if name, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok {
-				if strings.HasPrefix(name, "user.") || strings.HasPrefix(name, "security.") || strings.HasPrefix(name, "trusted.") || strings.HasPrefix(name, "system.posix_acl_") {
+				if strings.HasPrefix(name, "user.") || strings.HasPrefix(name, "security.") || strings.HasPrefix(name, "system.posix_acl_") {
 					if n.xattrs == nil {
 						n.xattrs = map[string][]byte{}
 					}

@@ -24,6 +24,9 @@ type PullOptions struct {
 	// Size of the image in bytes; zero estimates it from the layers
 	// (registry layers are then spooled in OUTDIR so they download once).
 	Size int64
+	// MaxSize caps an estimated size (BuildOptions.MaxSize; default
+	// DefaultMaxAutoSize).
+	MaxSize int64
 	// BootArtifacts copies the image's kernel and initrd into OUTDIR.
 	BootArtifacts bool
 	// Finalize edits the built image before it is committed (in the same
@@ -89,16 +92,24 @@ func Pull(ctx context.Context, source, outdir string, opts PullOptions) (res *Pu
 	}
 	logf("fetched %s: %s, %d layers, manifest %s", source, fetched.Platform.String(), len(fetched.Layers), fetched.ManifestDigest)
 
-	// BuildExt4 into a temp file beside the final name.
+	// BuildExt4 into a temp file beside the final name, created with
+	// O_EXCL (never through a symlink) and used through this descriptor
+	// only: whoever else can write OUTDIR cannot redirect the image's
+	// writes by swapping the name for a symlink.
 	tmp, err := os.CreateTemp(outdir, "."+RootfsName+".tmp-")
 	if err != nil {
 		return nil, err
 	}
 	tmpPath := tmp.Name()
-	tmp.Close()
+	built, err := tmp.Stat()
+	if err != nil {
+		tmp.Close()
+		os.Remove(tmpPath)
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
-			os.Remove(tmpPath)
+			removeIfSame(tmpPath, built)
 		}
 	}()
 	seed := fetched.ManifestDigest
@@ -109,21 +120,30 @@ func Pull(ctx context.Context, source, outdir string, opts PullOptions) (res *Pu
 	if fetched.Config != nil {
 		created = fetched.Config.Created.Time
 	}
-	img, stats, err := BuildExt4(ctx, tmpPath, fetched.LayerSources(), BuildOptions{
-		Size:  opts.Size,
-		Seed:  []byte(seed),
-		Time:  created,
-		Warnf: opts.Warnf,
+	img, stats, err := BuildExt4File(ctx, tmp, fetched.LayerSources(), BuildOptions{
+		Size:    opts.Size,
+		MaxSize: opts.MaxSize,
+		Seed:    []byte(seed),
+		Time:    created,
+		Warnf:   opts.Warnf,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("build %s: %w", source, err)
 	}
 	logf("built %s: %d entries, %d MiB of files, image %d MiB", tmpPath, stats.Entries, stats.FileBytes>>20, stats.Size>>20)
 
-	// Finalize in the same session; Close commits build and finalize.
+	// Finalize in the same session; the boot artifacts are copied out of
+	// the open image (never reopened by name); Close commits.
 	if opts.Finalize != nil {
 		if ferr := opts.Finalize(img); ferr != nil {
 			return nil, errors.Join(fmt.Errorf("finalize: %w", ferr), img.Close())
+		}
+	}
+	var arts []stagedArtifact
+	defer func() { removeStaged(arts) }()
+	if opts.BootArtifacts {
+		if arts, err = copyBootArtifacts(img, outdir); err != nil {
+			return nil, errors.Join(fmt.Errorf("stage: boot artifacts: %w", err), img.Close())
 		}
 	}
 	if err := img.Close(); err != nil {
@@ -132,7 +152,9 @@ func Pull(ctx context.Context, source, outdir string, opts PullOptions) (res *Pu
 
 	// Stage: publish rootfs.ext4, image.json and the boot artifacts.
 	meta := metadataOf(fetched, stats)
-	if err := StageBootArtifacts(tmpPath, outdir, meta, StageOptions{BootArtifacts: opts.BootArtifacts}); err != nil {
+	err = publish(tmpPath, built, outdir, meta, opts.BootArtifacts, arts)
+	arts = nil // published, or removed by publish
+	if err != nil {
 		return nil, err
 	}
 	logf("staged %s", filepath.Join(outdir, RootfsName))
@@ -186,7 +208,7 @@ var ErrOutdirBusy = errors.New("another pull into this directory is running")
 // lockOutdir takes OUTDIR's lock without waiting and returns its release.
 func lockOutdir(outdir string) (func(), error) {
 	p := filepath.Join(outdir, LockName)
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := openNoFollow(p, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, err
 	}

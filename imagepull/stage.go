@@ -92,58 +92,110 @@ type StageOptions struct {
 // meta (completed with the image and artifact fields). Every file is
 // written beside its final name and renamed into place; image.json is
 // removed before and written last, so its presence marks a complete pull.
-// tmpImage must be in outdir (a rename does not cross filesystems).
+// tmpImage must be a regular file in outdir (a rename does not cross
+// filesystems; a symlink is refused, never published or read through).
+//
+// OUTDIR/kernel and OUTDIR/initrd are a pull's when image.json says so:
+// a stage without boot artifacts (or of an image without an initrd)
+// removes the ones an earlier pull staged, which would not describe this
+// image, and leaves alone files of those names that the user put there.
 func StageBootArtifacts(tmpImage, outdir string, meta *ImageMetadata, opts StageOptions) error {
+	fi, err := os.Lstat(tmpImage)
+	if err != nil {
+		return fmt.Errorf("stage: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("stage: %s is not a regular file (%v)", tmpImage, fi.Mode().Type())
+	}
+	var arts []stagedArtifact
+	if opts.BootArtifacts {
+		img, err := ext4edit.Open(tmpImage, &ext4edit.Options{ReadOnly: true})
+		if err != nil {
+			return fmt.Errorf("stage: %w", err)
+		}
+		arts, err = copyBootArtifacts(img, outdir)
+		if cerr := img.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			removeStaged(arts)
+			return fmt.Errorf("stage: boot artifacts: %w", err)
+		}
+	}
+	return publish(tmpImage, fi, outdir, meta, opts.BootArtifacts, arts)
+}
+
+// stagedArtifact is a boot artifact copied beside its final name.
+type stagedArtifact struct {
+	tmp, name string
+	art       *BootArtifact
+}
+
+// copyBootArtifacts copies img's kernel and initrd (FindBootArtifacts)
+// into temporaries in outdir.
+func copyBootArtifacts(img *ext4edit.Image, outdir string) ([]stagedArtifact, error) {
+	kernel, initrd, err := FindBootArtifacts(img)
+	if err != nil {
+		return nil, err
+	}
+	var out []stagedArtifact
+	for _, a := range []struct {
+		art  *BootArtifact
+		name string
+	}{{kernel, KernelName}, {initrd, InitrdName}} {
+		if a.art == nil {
+			continue
+		}
+		tmp, err := copyOut(img, a.art.ImagePath, outdir, a.name)
+		if err != nil {
+			removeStaged(out)
+			return nil, err
+		}
+		a.art.File = a.name
+		out = append(out, stagedArtifact{tmp: tmp, name: a.name, art: a.art})
+	}
+	return out, nil
+}
+
+func removeStaged(arts []stagedArtifact) {
+	for _, a := range arts {
+		os.Remove(a.tmp)
+	}
+}
+
+// removeIfSame removes name if it still holds the file fi describes.
+func removeIfSame(name string, fi os.FileInfo) {
+	if cur, err := os.Lstat(name); err == nil && os.SameFile(cur, fi) {
+		os.Remove(name)
+	}
+}
+
+// publish renames the image (which must still be the file want
+// describes), the staged artifacts and image.json into place; it removes
+// the artifacts' temporaries it did not publish.
+func publish(tmpImage string, want os.FileInfo, outdir string, meta *ImageMetadata, boot bool, arts []stagedArtifact) error {
+	defer func() { removeStaged(arts) }()
 	if filepath.Clean(filepath.Dir(tmpImage)) != filepath.Clean(outdir) {
 		return fmt.Errorf("stage: %s is not in %s", tmpImage, outdir)
 	}
-	fi, err := os.Stat(tmpImage)
+	fi, err := checkSame(tmpImage, want)
 	if err != nil {
 		return fmt.Errorf("stage: %w", err)
 	}
 	meta.Rootfs.File = RootfsName
 	meta.Rootfs.Size = fi.Size()
 	meta.Kernel, meta.Initrd = nil, nil
-
-	type staged struct{ tmp, final string }
-	var pending []staged
-	defer func() {
-		for _, s := range pending {
-			os.Remove(s.tmp)
-		}
-	}()
-	if opts.BootArtifacts {
-		img, err := ext4edit.Open(tmpImage, &ext4edit.Options{ReadOnly: true})
-		if err != nil {
-			return fmt.Errorf("stage: %w", err)
-		}
-		kernel, initrd, err := FindBootArtifacts(img)
-		if err == nil {
-			for _, a := range []struct {
-				art  *BootArtifact
-				name string
-				dst  **BootArtifact
-			}{{kernel, KernelName, &meta.Kernel}, {initrd, InitrdName, &meta.Initrd}} {
-				if a.art == nil {
-					continue
-				}
-				var tmp string
-				tmp, err = copyOut(img, a.art.ImagePath, outdir, a.name)
-				if err != nil {
-					break
-				}
-				pending = append(pending, staged{tmp, filepath.Join(outdir, a.name)})
-				a.art.File = a.name
-				*a.dst = a.art
-			}
-		}
-		if cerr := img.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("stage: boot artifacts: %w", err)
+	staged := map[string]bool{}
+	for _, a := range arts {
+		staged[a.name] = true
+		if a.name == KernelName {
+			meta.Kernel = a.art
+		} else {
+			meta.Initrd = a.art
 		}
 	}
+	prev := previousArtifacts(outdir)
+
 	js, err := json.MarshalIndent(meta, "", "  ")
 	if err != nil {
 		return err
@@ -152,38 +204,76 @@ func StageBootArtifacts(tmpImage, outdir string, meta *ImageMetadata, opts Stage
 	if err != nil {
 		return fmt.Errorf("stage: %w", err)
 	}
-	pending = append(pending, staged{jtmp, filepath.Join(outdir, MetadataName)})
+	arts = append(arts, stagedArtifact{tmp: jtmp, name: MetadataName})
 
 	// Publish: image.json goes first and comes back last.
 	if err := os.Remove(filepath.Join(outdir, MetadataName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("stage: %w", err)
 	}
-	if !opts.BootArtifacts {
-		// Artifacts of an earlier pull would not describe this image.
-		for _, n := range []string{KernelName, InitrdName} {
-			if err := os.Remove(filepath.Join(outdir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("stage: %w", err)
-			}
+	for _, n := range []string{KernelName, InitrdName} {
+		// An earlier pull's artifact would not describe this image; a
+		// file the user put there is not ours to remove.
+		if staged[n] || !prev[n] {
+			continue
 		}
-	} else if meta.Initrd == nil {
-		if err := os.Remove(filepath.Join(outdir, InitrdName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := os.Remove(filepath.Join(outdir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("stage: %w", err)
 		}
 	}
 	syncDir(outdir) // the removals are durable before the image changes
+	if _, err := checkSame(tmpImage, want); err != nil {
+		return fmt.Errorf("stage: %w", err)
+	}
 	if err := os.Rename(tmpImage, filepath.Join(outdir, RootfsName)); err != nil {
 		return fmt.Errorf("stage: %w", err)
 	}
-	for len(pending) > 0 {
-		s := pending[0]
+	for len(arts) > 0 {
+		s := arts[0]
 		syncDir(outdir) // each rename is durable before the next: image.json last
-		if err := os.Rename(s.tmp, s.final); err != nil {
+		if err := os.Rename(s.tmp, filepath.Join(outdir, s.name)); err != nil {
 			return fmt.Errorf("stage: %w", err)
 		}
-		pending = pending[1:]
+		arts = arts[1:]
 	}
 	syncDir(outdir)
 	return nil
+}
+
+// checkSame Lstats name and requires the regular file want describes.
+func checkSame(name string, want os.FileInfo) (os.FileInfo, error) {
+	fi, err := os.Lstat(name)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() || !os.SameFile(fi, want) {
+		return nil, fmt.Errorf("%s is no longer the image that was built (replaced, or a symlink): not publishing it", name)
+	}
+	return fi, nil
+}
+
+// previousArtifacts says which of OUTDIR/kernel and OUTDIR/initrd the
+// image.json there (an earlier pull's) records as staged by that pull.
+// An unreadable, oversized or missing image.json claims none.
+func previousArtifacts(outdir string) map[string]bool {
+	out := map[string]bool{}
+	f, err := openNoFollow(filepath.Join(outdir, MetadataName), os.O_RDONLY, 0)
+	if err != nil {
+		return out
+	}
+	defer f.Close()
+	raw, err := readCapped(f, MaxConfigBytes, MetadataName)
+	if err != nil {
+		return out
+	}
+	var m struct {
+		Kernel, Initrd *BootArtifact
+	}
+	if json.Unmarshal(raw, &m) != nil {
+		return out
+	}
+	out[KernelName] = m.Kernel != nil && m.Kernel.File == KernelName
+	out[InitrdName] = m.Initrd != nil && m.Initrd.File == InitrdName
+	return out
 }
 
 // writeTemp writes src to a new hidden file beside OUTDIR/name, synced,

@@ -105,7 +105,7 @@ func tSparse(name string, realsize int64, chunks map[int64]string, mods ...hmod)
 		mod(&h)
 	}
 	h.Size = int64(len(body))
-	raw := paxBlock(map[string]string{
+	raw := testimg.PAXBlock(map[string]string{
 		"GNU.sparse.major":    "1",
 		"GNU.sparse.minor":    "0",
 		"GNU.sparse.name":     name,
@@ -114,60 +114,14 @@ func tSparse(name string, realsize int64, chunks map[int64]string, mods ...hmod)
 	return tent{hdr: h, body: body, raw: raw}
 }
 
-// paxBlock is a PAX extended header ('x') entry holding records.
-func paxBlock(records map[string]string) []byte {
-	var body []byte
-	for _, k := range sortedStrings(records) {
-		rec := " " + k + "=" + records[k] + "\n"
-		n := len(rec) + len(strconv.Itoa(len(rec)))
-		if len(strconv.Itoa(n)) > len(strconv.Itoa(len(rec))) {
-			n++
-		}
-		body = append(body, strconv.Itoa(n)+rec...)
-	}
-	hdr := make([]byte, 512)
-	copy(hdr, "PaxHeaders.0/x")
-	copy(hdr[100:], "0000644\x00")
-	copy(hdr[108:], "0000000\x00")
-	copy(hdr[116:], "0000000\x00")
-	copy(hdr[124:], fmt.Sprintf("%011o\x00", len(body)))
-	copy(hdr[136:], "00000000000\x00")
-	hdr[156] = 'x'
-	copy(hdr[257:], "ustar\x0000")
-	copy(hdr[148:], "        ")
-	sum := 0
-	for _, c := range hdr {
-		sum += int(c)
-	}
-	copy(hdr[148:], fmt.Sprintf("%06o\x00 ", sum))
-	body = append(body, make([]byte, (512-len(body)%512)%512)...)
-	return append(hdr, body...)
-}
-
 // tarOf writes entries as one tar stream.
 func tarOf(t testing.TB, ents ...tent) []byte {
 	t.Helper()
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	for _, e := range ents {
-		if e.raw != nil {
-			if err := tw.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			b.Write(e.raw)
-		}
-		h := e.hdr
-		if err := tw.WriteHeader(&h); err != nil {
-			t.Fatalf("tar header %s: %v", h.Name, err)
-		}
-		if _, err := tw.Write(e.body); err != nil {
-			t.Fatal(err)
-		}
+	out := make([]testimg.TarEntry, len(ents))
+	for i, e := range ents {
+		out[i] = testimg.TarEntry{Hdr: e.hdr, Body: e.body, Raw: e.raw}
 	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
+	return testimg.TarOf(t, out...)
 }
 
 // memLayers makes LayerSources of in-memory tar streams.

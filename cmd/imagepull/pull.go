@@ -14,13 +14,14 @@ import (
 	"github.com/banger/ext4kit/imagepull"
 )
 
-const pullUsage = `usage: imagepull pull [--platform OS/ARCH[/VARIANT]] [--size N] [--boot-artifacts] [--no-agent] [--agent PATH] SOURCE OUTDIR
+const pullUsage = `usage: imagepull pull [--platform OS/ARCH[/VARIANT]] [--size N] [--max-size N] [--boot-artifacts] [--no-agent] [--agent PATH] SOURCE OUTDIR
 
 SOURCE is a registry reference (docker.io/library/debian:bookworm), oci:DIR[:TAG]
 (an OCI image layout) or docker-archive:FILE[:TAG] (a docker save tarball).
 OUTDIR receives rootfs.ext4, image.json and, with --boot-artifacts, kernel and
 initrd. --size takes bytes or a K/M/G/T suffix (binary); without it the size
-is estimated from the layers.
+is estimated from the layers, up to --max-size (default 64G: a few-KiB
+hostile layer cannot claim a huge image; raise it for larger images).
 `
 
 // pullMemoryLimit is the Go heap's soft limit during `pull` (unless
@@ -39,6 +40,7 @@ func pull(args []string, stdout, stderr io.Writer) int {
 	fl.Usage = func() { fmt.Fprint(stderr, pullUsage) }
 	platform := fl.String("platform", "", "platform to pick from a multi-platform image (default linux/GOARCH)")
 	sizeStr := fl.String("size", "", "image size (bytes, or with a K/M/G/T suffix); default: estimated from the layers")
+	maxSizeStr := fl.String("max-size", "", "ceiling for the estimated size (default 64G)")
 	boot := fl.Bool("boot-artifacts", false, "copy the image's kernel and initrd (from /boot) into OUTDIR")
 	noAgent := fl.Bool("no-agent", false, "do not install the banger guest agents")
 	agent := fl.String("agent", "", "banger-vsock-agent binary to install (default: next to this executable)")
@@ -77,6 +79,14 @@ func pull(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		opts.Size = n
+	}
+	if *maxSizeStr != "" {
+		n, err := parseSize(*maxSizeStr)
+		if err != nil {
+			fmt.Fprintf(stderr, "imagepull pull: --max-size: %v\n", err)
+			return 2
+		}
+		opts.MaxSize = n
 	}
 	if !*noAgent {
 		opts.Finalize = pullFinalize(*agent)

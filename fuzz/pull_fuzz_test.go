@@ -835,42 +835,7 @@ func checkPulledImage(p string, seed *pullSeed) error {
 	if err != nil {
 		return fmt.Errorf("pulled image: read-only open: %v", err)
 	}
-	fsys := img.FS()
-	buf := make([]byte, 64<<10)
-	werr := fs.WalkDir(fsys, ".", func(name string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if strings.HasPrefix(d.Name(), ".wh.") {
-			return fmt.Errorf("%s: a whiteout name left in the image", name)
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return fmt.Errorf("%s: info: %w", name, err)
-		}
-		switch {
-		case fi.Mode().IsRegular():
-			f, err := fsys.Open(name)
-			if err != nil {
-				return fmt.Errorf("%s: open: %w", name, err)
-			}
-			defer f.Close()
-			if _, err := io.ReadFull(f, buf[:min(int64(len(buf)), fi.Size())]); err != nil {
-				return fmt.Errorf("%s: read: %w", name, err)
-			}
-			if ra, ok := f.(io.ReaderAt); ok && fi.Size() > 0 {
-				if _, err := ra.ReadAt(buf[:1], fi.Size()-1); err != nil && err != io.EOF {
-					return fmt.Errorf("%s: read the last byte: %w", name, err)
-				}
-			}
-		case fi.Mode()&fs.ModeSymlink != 0:
-			if _, err := img.Readlink("/" + name); err != nil {
-				return fmt.Errorf("%s: readlink: %w", name, err)
-			}
-		}
-		return nil
-	})
-	if werr != nil {
+	if werr := walkPulled(img, "/", 0); werr != nil {
 		img.Close()
 		return fmt.Errorf("pulled image: walk: %v", werr)
 	}
@@ -1155,4 +1120,79 @@ func TestFixTarChecksums(t *testing.T) {
 			t.Fatalf("after fixTarChecksums: %v", err)
 		}
 	}
+}
+
+// walkPulled visits every entry under dir through the editor's own API,
+// not the io/fs view: a layer may name files with any bytes but '/' and
+// NUL (Linux and tar allow it), and io/fs, like os.DirFS, cannot open a
+// name that is not valid UTF-8. Regular files are read at both ends
+// (through io/fs where the name allows it, so that view is exercised
+// too), symlinks read back.
+func walkPulled(img *ext4edit.Image, dir string, depth int) error {
+	if depth > 4096 {
+		return fmt.Errorf("%s: deeper than PATH_MAX allows", dir)
+	}
+	ents, err := img.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("readdir %q: %w", dir, err)
+	}
+	fsys := img.FS()
+	buf := make([]byte, 64<<10)
+	for _, d := range ents {
+		name := path.Join(dir, d.Name())
+		if strings.HasPrefix(d.Name(), ".wh.") {
+			return fmt.Errorf("%q: a whiteout name left in the image", name)
+		}
+		fi, err := img.Lstat(name)
+		if err != nil {
+			return fmt.Errorf("%q: lstat: %w", name, err)
+		}
+		if fi.Mode().Type() != d.Type() {
+			return fmt.Errorf("%q: directory entry says %v, inode says %v", name, d.Type(), fi.Mode().Type())
+		}
+		switch {
+		case fi.IsDir():
+			if err := walkPulled(img, name, depth+1); err != nil {
+				return err
+			}
+		case fi.Mode().IsRegular():
+			if err := readBothEnds(img, fsys, name, fi.Size(), buf); err != nil {
+				return fmt.Errorf("%q: %w", name, err)
+			}
+		case fi.Mode()&fs.ModeSymlink != 0:
+			if _, err := img.Readlink(name); err != nil {
+				return fmt.Errorf("%q: readlink: %w", name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func readBothEnds(img *ext4edit.Image, fsys fs.FS, name string, size int64, buf []byte) error {
+	rel := strings.TrimPrefix(name, "/")
+	if !fs.ValidPath(rel) {
+		// Only the native API can name it; the image is at most pullSize.
+		data, err := img.ReadFile(name)
+		if err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
+		if int64(len(data)) != size {
+			return fmt.Errorf("read %d bytes of %d", len(data), size)
+		}
+		return nil
+	}
+	f, err := fsys.Open(rel)
+	if err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
+	defer f.Close()
+	if _, err := io.ReadFull(f, buf[:min(int64(len(buf)), size)]); err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	if ra, ok := f.(io.ReaderAt); ok && size > 0 {
+		if _, err := ra.ReadAt(buf[:1], size-1); err != nil && err != io.EOF {
+			return fmt.Errorf("read the last byte: %w", err)
+		}
+	}
+	return nil
 }

@@ -257,7 +257,8 @@ type LayerUsage struct {
 // (which would fill a sparse entry's holes with zeros).
 func ScanLayer(ctx context.Context, r io.Reader, bs uint32) (LayerUsage, error) {
 	var u LayerUsage
-	cr := &countingReader{r: r}
+	// Every read checks ctx: skipping a huge entry's data is cancellable.
+	cr := &ctxReader{ctx: ctx, r: r}
 	tr := tar.NewReader(cr)
 	b := int64(bs)
 	dirs := newPathSet()
@@ -364,17 +365,6 @@ func clampToExt4(t time.Time) time.Time {
 		return hi
 	}
 	return t
-}
-
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // Sizing policy: the layers' data and metadata blocks plus 20% and 16 MiB

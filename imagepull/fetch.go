@@ -917,7 +917,7 @@ func spoolBlob(dir string, d v1.Descriptor, open func() (io.ReadCloser, error)) 
 		return open()
 	}
 	final := filepath.Join(dir, d.Digest.Algorithm+"-"+d.Digest.Hex)
-	if f, err := os.Open(final); err == nil {
+	if f, err := openNoFollow(final, os.O_RDONLY, 0); err == nil {
 		return f, nil
 	}
 	rc, err := open()

@@ -226,31 +226,36 @@ func TestHostileDeepPaths(t *testing.T) {
 	require.ErrorIs(t, err, fs.ErrNotExist)
 }
 
-// Cancelling a build stops it inside a large entry.
+// Cancelling a build stops it inside a large entry, in the sizing scan
+// (Size 0) and in the build.
 func TestHostileCancelWithinEntry(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	pr, pw := io.Pipe()
-	go func() {
-		tw := tar.NewWriter(pw)
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "big", Size: 1 << 40, Mode: 0o644}); err != nil {
-			pw.CloseWithError(err)
-			return
-		}
-		chunk := bytes.Repeat([]byte{0xa5}, 1<<20)
-		for {
-			if _, err := tw.Write(chunk); err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-		}
-	}()
-	layer := LayerSource{Digest: "stream", Open: func() (io.ReadCloser, error) { return pr, nil }}
-	time.AfterFunc(200*time.Millisecond, cancel)
-	start := time.Now()
-	_, _, err := BuildExt4(ctx, filepath.Join(t.TempDir(), "img"), []LayerSource{layer}, BuildOptions{Size: 4 << 30})
-	pr.Close()
-	require.ErrorIs(t, err, context.Canceled)
-	require.Less(t, time.Since(start), 3*time.Second, "cancellation not honoured within the entry")
+	for _, size := range []int64{0, 4 << 30} {
+		t.Run(fmt.Sprintf("size %d", size), func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			pr, pw := io.Pipe()
+			go func() {
+				tw := tar.NewWriter(pw)
+				if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "big", Size: 1 << 40, Mode: 0o644}); err != nil {
+					pw.CloseWithError(err)
+					return
+				}
+				chunk := bytes.Repeat([]byte{0xa5}, 1<<20)
+				for {
+					if _, err := tw.Write(chunk); err != nil {
+						pw.CloseWithError(err)
+						return
+					}
+				}
+			}()
+			layer := LayerSource{Digest: "stream", Open: func() (io.ReadCloser, error) { return pr, nil }}
+			time.AfterFunc(200*time.Millisecond, cancel)
+			start := time.Now()
+			_, _, err := BuildExt4(ctx, filepath.Join(t.TempDir(), "img"), []LayerSource{layer}, BuildOptions{Size: size})
+			pr.Close()
+			require.ErrorIs(t, err, context.Canceled)
+			require.Less(t, time.Since(start), 3*time.Second, "cancellation not honoured within the entry")
+		})
+	}
 }
 
 // A sparse entry's holes stay holes: a tiny layer declaring a 100 GiB

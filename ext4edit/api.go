@@ -59,7 +59,7 @@ type Options struct {
 // InodeInfo is what FileInfo.Sys returns: the raw inode fields behind a name.
 type InodeInfo struct {
 	Ino        uint32
-	Mode       uint16 // raw i_mode, type bits included (S_IFREG|0644 ...)
+	Mode       uint16 // raw i_mode, type bits included (IModeRegular|0644 ...)
 	UID, GID   uint32
 	LinksCount uint16
 	Size       uint64
@@ -80,7 +80,7 @@ type InodeInfo struct {
 // what the inode holds are clamped to Image.TimeRange (the 32-bit range
 // where the inode lacks a field's extra word), never wrapped.
 type Attr struct {
-	Mode       *uint16 // raw i_mode including the type bits
+	Mode       *uint16 // raw i_mode including the type bits (IModeRegular|0o644 ...)
 	UID, GID   *uint32
 	Atime      *time.Time
 	Mtime      *time.Time
@@ -114,19 +114,38 @@ func copyIfSet[T any](dst **T, src *T) {
 	}
 }
 
-// Unix file type bits of i_mode.
+// Raw i_mode bits, for Attr.Mode and InodeInfo.Mode: the file type
+// (mask IModeType, the kernel's S_IFMT) and the set-id and sticky bits
+// (S_ISUID ...), as <sys/stat.h> and the ext4 inode store them. The
+// permission bits are the low nine, as in fs.FileMode.
 const (
-	sIFMT   = 0xF000
-	sIFSOCK = 0xC000
-	sIFLNK  = 0xA000
-	sIFREG  = 0x8000
-	sIFBLK  = 0x6000
-	sIFDIR  = 0x4000
-	sIFCHR  = 0x2000
-	sIFIFO  = 0x1000
-	sISUID  = 0x800
-	sISGID  = 0x400
-	sISVTX  = 0x200
+	IModeType     uint16 = 0xF000 // S_IFMT: the type bits
+	IModeSocket   uint16 = 0xC000 // S_IFSOCK
+	IModeSymlink  uint16 = 0xA000 // S_IFLNK
+	IModeRegular  uint16 = 0x8000 // S_IFREG
+	IModeBlockDev uint16 = 0x6000 // S_IFBLK
+	IModeDir      uint16 = 0x4000 // S_IFDIR
+	IModeCharDev  uint16 = 0x2000 // S_IFCHR
+	IModeFIFO     uint16 = 0x1000 // S_IFIFO
+	IModeSetuid   uint16 = 0x0800 // S_ISUID
+	IModeSetgid   uint16 = 0x0400 // S_ISGID
+	IModeSticky   uint16 = 0x0200 // S_ISVTX
+	IModePermMask uint16 = 0x01FF // rwxrwxrwx
+)
+
+// Short internal names for the type bits above.
+const (
+	sIFMT   = IModeType
+	sIFSOCK = IModeSocket
+	sIFLNK  = IModeSymlink
+	sIFREG  = IModeRegular
+	sIFBLK  = IModeBlockDev
+	sIFDIR  = IModeDir
+	sIFCHR  = IModeCharDev
+	sIFIFO  = IModeFIFO
+	sISUID  = IModeSetuid
+	sISGID  = IModeSetgid
+	sISVTX  = IModeSticky
 )
 
 // unixMode converts an fs.FileMode to i_mode bits (type and permissions).

@@ -26,12 +26,12 @@ func builderImage(t *testing.T, variant string, o ext4edit.Options) (*ext4edit.I
 	switch variant {
 	case "create":
 		p := filepath.Join(dir, "img")
-		img, err := ext4edit.Create(p, 64<<20, &ext4edit.CreateOptions{Open: o})
+		img, err := ext4edit.Mkfs(p, 64<<20, &ext4edit.MkfsOptions{Open: o})
 		require.NoError(t, err)
 		return img, p
 	case "create-nojournal":
 		p := filepath.Join(dir, "img")
-		img, err := ext4edit.Create(p, 64<<20, &ext4edit.CreateOptions{NoJournal: true, Open: o})
+		img, err := ext4edit.Mkfs(p, 64<<20, &ext4edit.MkfsOptions{NoJournal: true, Open: o})
 		require.NoError(t, err)
 		return img, p
 	}

@@ -13,7 +13,7 @@ func WrapDevice(img *Image, wrap func(Device) Device) {
 	img.dev = wrap(img.dev)
 }
 
-// SetDeviceHook makes every image Create makes (its mkfs writes included)
+// SetDeviceHook makes every image Mkfs makes (its mkfs writes included)
 // and Open opens go through hook(path, device) until the returned restore
 // is called. The hook sees every image of the process: it should wrap
 // only the paths it is after and return the device unchanged otherwise.

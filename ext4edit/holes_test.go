@@ -66,7 +66,7 @@ func (v hlVariant) image(t *testing.T) (*ext4edit.Image, string) {
 	dir := t.TempDir()
 	if v.create {
 		p := filepath.Join(dir, "img")
-		img, err := ext4edit.Create(p, 64<<20, &ext4edit.CreateOptions{})
+		img, err := ext4edit.Mkfs(p, 64<<20, &ext4edit.MkfsOptions{})
 		require.NoError(t, err)
 		return img, p
 	}

@@ -143,7 +143,7 @@ func open(path string, o Options) (*Image, error) {
 
 // openOn opens the filesystem in f (opened from path) for editing: f is
 // already locked when locked is true. On error f stays open (a lock taken
-// here released) for the caller to close. Open and CreateFile share it.
+// here released) for the caller to close. Open and MkfsFile share it.
 func openOn(f *os.File, path string, o Options, locked bool) (*Image, error) {
 	img := &Image{f: f, dev: hookDevice(path, fileDevice{f}), path: path, ro: o.ReadOnly, opts: o, off: o.Offset, now: o.Now}
 	if img.now == nil {

@@ -4,7 +4,7 @@ package ext4edit_test
 // outside what the fields hold (clamped, as the kernel clamps, never
 // wrapped), extended attributes that no image size can hold
 // (ErrXattrTooLarge, not ErrNoSpace), and formatting a file the caller
-// opened (CreateFile) instead of a path.
+// opened (MkfsFile) instead of a path.
 
 import (
 	"bytes"
@@ -60,7 +60,7 @@ var ltTimes = []struct {
 
 func TestTimeClamp(t *testing.T) {
 	testimg.Require(t, "e2fsck", "debugfs")
-	methods := []string{"Chtimes", "Lsetattr", "File.SetAttr", "Options.Now", "CreateOptions.Time"}
+	methods := []string{"Chtimes", "Lsetattr", "File.SetAttr", "Options.Now", "MkfsOptions.Time"}
 	for _, isz := range []uint32{256, 128} {
 		for _, method := range methods {
 			t.Run(fmt.Sprintf("i%d/%s", isz, method), func(t *testing.T) {
@@ -74,18 +74,18 @@ func ltTimeMethod(t *testing.T, isz uint32, method string) {
 	dir := t.TempDir()
 	now := ltClock
 	clock := func() time.Time { return now }
-	// mkfs's own times go through CreateOptions.Time: one image per time.
+	// mkfs's own times go through MkfsOptions.Time: one image per time.
 	images := 1
-	if method == "CreateOptions.Time" {
+	if method == "MkfsOptions.Time" {
 		images = len(ltTimes)
 	}
 	for im := 0; im < images; im++ {
 		p := filepath.Join(dir, fmt.Sprintf("img%d", im))
-		co := &ext4edit.CreateOptions{InodeSize: isz, Time: ltClock, Open: ext4edit.Options{Now: clock}}
-		if method == "CreateOptions.Time" {
+		co := &ext4edit.MkfsOptions{InodeSize: isz, Time: ltClock, Open: ext4edit.Options{Now: clock}}
+		if method == "MkfsOptions.Time" {
 			co.Time, co.Open.Now = ltTimes[im].set, nil
 		}
-		img, err := ext4edit.Create(p, 64<<20, co)
+		img, err := ext4edit.Mkfs(p, 64<<20, co)
 		require.NoError(t, err)
 		lo, hi := img.TimeRange()
 		require.True(t, lo.Equal(ltMin), "TimeRange min %v", lo)
@@ -99,7 +99,7 @@ func ltTimeMethod(t *testing.T, isz uint32, method string) {
 		type want struct{ a, m, c, cr time.Time }
 		wants := map[string]want{}
 		cases := ltTimes
-		if method == "CreateOptions.Time" {
+		if method == "MkfsOptions.Time" {
 			cases = ltTimes[im : im+1]
 		}
 		for i, tc := range cases {
@@ -129,7 +129,7 @@ func ltTimeMethod(t *testing.T, isz uint32, method string) {
 				require.NoError(t, img.WriteFile(name, nil, 0o644))
 				now = ltClock
 				wants[name] = want{w, w, w, w}
-			case "CreateOptions.Time":
+			case "MkfsOptions.Time":
 				// Create's clock stamps the root and what this session
 				// makes.
 				require.NoError(t, img.WriteFile(name, nil, 0o644))
@@ -173,7 +173,7 @@ func ltTimeMethod(t *testing.T, isz uint32, method string) {
 func ltXattrImage(t *testing.T, bs, isz uint32, o ext4edit.Options) (*ext4edit.Image, string) {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "img")
-	img, err := ext4edit.Create(p, 64<<20, &ext4edit.CreateOptions{BlockSize: bs, InodeSize: isz, Open: o})
+	img, err := ext4edit.Mkfs(p, 64<<20, &ext4edit.MkfsOptions{BlockSize: bs, InodeSize: isz, Open: o})
 	require.NoError(t, err)
 	require.NoError(t, img.WriteFile("/f", []byte("data\n"), 0o644))
 	return img, p
@@ -272,7 +272,7 @@ func TestXattrTooLarge(t *testing.T) {
 func TestXattrNoSpace(t *testing.T) {
 	testimg.Require(t, "e2fsck")
 	p := filepath.Join(t.TempDir(), "img")
-	img, err := ext4edit.Create(p, 8<<20, &ext4edit.CreateOptions{BlockSize: 1024, NoJournal: true})
+	img, err := ext4edit.Mkfs(p, 8<<20, &ext4edit.MkfsOptions{BlockSize: 1024, NoJournal: true})
 	require.NoError(t, err)
 	require.NoError(t, img.WriteFile("/f", nil, 0o644))
 	fill, err := img.CreateExcl("/fill", 0o644)
@@ -295,7 +295,7 @@ func TestXattrNoSpace(t *testing.T) {
 
 func TestCreateFile(t *testing.T) {
 	testimg.Require(t, "e2fsck")
-	for _, co := range []ext4edit.CreateOptions{
+	for _, co := range []ext4edit.MkfsOptions{
 		{},
 		{BlockSize: 1024, InodeSize: 128, Label: "rootfs", NoJournal: true},
 	} {
@@ -310,12 +310,12 @@ func TestCreateFile(t *testing.T) {
 			}
 
 			byPath := filepath.Join(dir, "by-path")
-			img, err := ext4edit.Create(byPath, 64<<20, &co)
+			img, err := ext4edit.Mkfs(byPath, 64<<20, &co)
 			require.NoError(t, err)
 			edit(img)
 
 			// A temp file that held other bytes, whose name is then
-			// swapped for a symlink: CreateFile formats the file itself.
+			// swapped for a symlink: MkfsFile formats the file itself.
 			f, err := os.CreateTemp(dir, ".img-*")
 			require.NoError(t, err)
 			_, err = f.Write(bytes.Repeat([]byte{0xAA}, 3<<20))
@@ -325,7 +325,7 @@ func TestCreateFile(t *testing.T) {
 			require.NoError(t, os.Rename(f.Name(), filepath.Join(dir, "by-file")))
 			require.NoError(t, os.Symlink(victim, f.Name()))
 
-			img, err = ext4edit.CreateFile(f, 64<<20, &co)
+			img, err = ext4edit.MkfsFile(f, 64<<20, &co)
 			require.NoError(t, err)
 			// The Image holds f's lock as Open would.
 			_, err = ext4edit.Open(filepath.Join(dir, "by-file"), nil)
@@ -345,7 +345,7 @@ func TestCreateFile(t *testing.T) {
 		f, err := os.CreateTemp(t.TempDir(), ".img-*")
 		require.NoError(t, err)
 		defer f.Close()
-		_, err = ext4edit.CreateFile(f, 4096, nil)
+		_, err = ext4edit.MkfsFile(f, 4096, nil)
 		require.ErrorIs(t, err, fs.ErrInvalid)
 		var pe *fs.PathError
 		require.True(t, errors.As(err, &pe))
@@ -354,18 +354,18 @@ func TestCreateFile(t *testing.T) {
 		g, err := os.Open(f.Name())
 		require.NoError(t, err)
 		defer g.Close()
-		require.NoError(t, filelock.Lock(g, true), "CreateFile kept its lock after failing")
+		require.NoError(t, filelock.Lock(g, true), "MkfsFile kept its lock after failing")
 	})
 	t.Run("locked-elsewhere", func(t *testing.T) {
 		dir := t.TempDir()
 		p := filepath.Join(dir, "img")
-		img, err := ext4edit.Create(p, 64<<20, nil)
+		img, err := ext4edit.Mkfs(p, 64<<20, nil)
 		require.NoError(t, err)
 		defer img.Close()
 		f, err := os.OpenFile(p, os.O_RDWR, 0)
 		require.NoError(t, err)
 		defer f.Close()
-		_, err = ext4edit.CreateFile(f, 64<<20, nil)
+		_, err = ext4edit.MkfsFile(f, 64<<20, nil)
 		require.ErrorIs(t, err, ext4edit.ErrLocked)
 		require.True(t, strings.Contains(err.Error(), p), "%v", err)
 		st, err := f.Stat()

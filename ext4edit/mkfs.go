@@ -11,14 +11,14 @@ import (
 	"github.com/banger/ext4kit/internal/filelock"
 )
 
-// CreateOptions shape a new filesystem. The zero value gives what current
+// MkfsOptions shape a new filesystem. The zero value gives what current
 // mkfs.ext4 makes by default: 4 KiB blocks, 256-byte inodes, one inode per
 // 16 KiB, extents, 64bit, flex_bg (16 groups), metadata_csum, dir_index,
 // huge_file, dir_nlink, extra_isize, sparse_super, a journal sized like
 // mke2fs sizes it, and lost+found. Groups with nothing in them are left
 // uninitialised (BLOCK_UNINIT/INODE_UNINIT), so a 1 TiB sparse image is
 // made by writing a few megabytes.
-type CreateOptions struct {
+type MkfsOptions struct {
 	BlockSize  uint32 // 1024, 2048, 4096 (default) or 65536
 	InodeRatio uint64 // bytes per inode, default 16384
 	InodeSize  uint32 // default 256
@@ -40,12 +40,12 @@ type CreateOptions struct {
 	Open Options
 }
 
-// Create makes a new ext4 filesystem of size bytes in a fresh file at path
+// Mkfs makes a new ext4 filesystem of size bytes in a fresh file at path
 // (opened with O_CREATE|O_TRUNC, following a symlink, so any existing
-// file is truncated) and returns it open for editing. It is CreateFile on
+// file is truncated) and returns it open for editing. It is MkfsFile on
 // that file; the Image closes it. A caller that made the file itself
-// (os.CreateTemp) uses CreateFile instead, so the path is never reopened.
-func Create(path string, size int64, opts *CreateOptions) (*Image, error) {
+// (os.CreateTemp) uses MkfsFile instead, so the path is never reopened.
+func Mkfs(path string, size int64, opts *MkfsOptions) (*Image, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return nil, pathErr("create", path, err)
@@ -58,19 +58,19 @@ func Create(path string, size int64, opts *CreateOptions) (*Image, error) {
 	return img, nil
 }
 
-// CreateFile makes a new ext4 filesystem of size bytes in the open file
+// MkfsFile makes a new ext4 filesystem of size bytes in the open file
 // f, which must be open for reading and writing (not O_APPEND): f is
 // truncated to nothing and extended to size, and gets the same bytes
-// Create would write for the same options. The path f was opened by is
+// Mkfs would write for the same options. The path f was opened by is
 // never reopened, so a file made securely (os.CreateTemp, O_EXCL) is the
 // one formatted, whatever happens to its name meanwhile.
 //
 // The returned Image uses f: it takes f's lock (unless opts.Open.NoLock)
 // before formatting, exactly as Open would, reads and writes through f,
 // and its Close (or Discard) closes f. The caller must not use f after
-// CreateFile succeeds. On error f is left open, unlocked, for the caller
+// MkfsFile succeeds. On error f is left open, unlocked, for the caller
 // to close and remove.
-func CreateFile(f *os.File, size int64, opts *CreateOptions) (*Image, error) {
+func MkfsFile(f *os.File, size int64, opts *MkfsOptions) (*Image, error) {
 	if f == nil {
 		return nil, pathErr("create", "", fmt.Errorf("%w: nil file", fs.ErrInvalid))
 	}
@@ -79,8 +79,8 @@ func CreateFile(f *os.File, size int64, opts *CreateOptions) (*Image, error) {
 
 // createFile formats f and opens the Image on it; path names it in
 // errors and for the device hook.
-func createFile(f *os.File, path string, size int64, opts *CreateOptions) (*Image, error) {
-	var o CreateOptions
+func createFile(f *os.File, path string, size int64, opts *MkfsOptions) (*Image, error) {
+	var o MkfsOptions
 	if opts != nil {
 		o = *opts
 	}
@@ -124,7 +124,7 @@ func createFile(f *os.File, path string, size int64, opts *CreateOptions) (*Imag
 
 // createTime is the time Create stamps, clamped (once the geometry
 // decides the inode size) to what the inodes hold.
-func (o *CreateOptions) createTime() time.Time {
+func (o *MkfsOptions) createTime() time.Time {
 	if o.Time.IsZero() {
 		return time.Unix(1, 0)
 	}
@@ -141,7 +141,7 @@ type geometry struct {
 	flex                    uint32
 }
 
-func (o *CreateOptions) geometry(size int64) (*geometry, error) {
+func (o *MkfsOptions) geometry(size int64) (*geometry, error) {
 	g := &geometry{bs: o.BlockSize, inodeSize: o.InodeSize, flex: 16}
 	if g.bs == 0 {
 		g.bs = 4096
@@ -231,7 +231,7 @@ func DefaultJournalBlocks(blocks uint64) uint32 {
 
 // mkfs formats f (path names it for the device hook) with a filesystem
 // of size bytes. f is left open.
-func mkfs(f *os.File, path string, size int64, o *CreateOptions) error {
+func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 	if len(o.Label) > 16 {
 		return fmt.Errorf("%w: label longer than 16 bytes", fs.ErrInvalid)
 	}
@@ -556,7 +556,7 @@ func mkfs(f *os.File, path string, size int64, o *CreateOptions) error {
 
 // mkJournal creates the journal inode (8): contiguous blocks near the
 // middle of the filesystem and a jbd2 v2 superblock, as mke2fs writes it.
-func (img *Image) mkJournal(o *CreateOptions, uuid [16]byte) error {
+func (img *Image) mkJournal(o *MkfsOptions, uuid [16]byte) error {
 	n := o.JournalBlocks
 	if n == 0 {
 		n = DefaultJournalBlocks(img.blocksCount)

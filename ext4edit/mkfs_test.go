@@ -34,27 +34,27 @@ func TestCreate(t *testing.T) {
 	cases := []struct {
 		name string
 		size int64
-		opts ext4edit.CreateOptions
+		opts ext4edit.MkfsOptions
 	}{
-		{"64M-default", 64 << 20, ext4edit.CreateOptions{}},
-		{"64M-1k", 64 << 20, ext4edit.CreateOptions{BlockSize: 1024}},
-		{"300M-2k", 300 << 20, ext4edit.CreateOptions{BlockSize: 2048}},
-		{"1G", 1 << 30, ext4edit.CreateOptions{Label: "rootfs"}},
-		{"6G", 6 << 30, ext4edit.CreateOptions{}},
-		{"512M-64k", 512 << 20, ext4edit.CreateOptions{BlockSize: 65536}},
-		{"20M-1k-last-group", 20 << 20, ext4edit.CreateOptions{BlockSize: 1024}},
-		{"128-byte-inodes", 64 << 20, ext4edit.CreateOptions{InodeSize: 128}},
-		{"no-journal", 64 << 20, ext4edit.CreateOptions{NoJournal: true}},
-		{"1T-sparse", 1 << 40, ext4edit.CreateOptions{}},
-		{"4M-no-room-for-journal", 4 << 20, ext4edit.CreateOptions{}},
-		{"8M", 8 << 20, ext4edit.CreateOptions{}},
-		{"12M", 12 << 20, ext4edit.CreateOptions{}},
+		{"64M-default", 64 << 20, ext4edit.MkfsOptions{}},
+		{"64M-1k", 64 << 20, ext4edit.MkfsOptions{BlockSize: 1024}},
+		{"300M-2k", 300 << 20, ext4edit.MkfsOptions{BlockSize: 2048}},
+		{"1G", 1 << 30, ext4edit.MkfsOptions{Label: "rootfs"}},
+		{"6G", 6 << 30, ext4edit.MkfsOptions{}},
+		{"512M-64k", 512 << 20, ext4edit.MkfsOptions{BlockSize: 65536}},
+		{"20M-1k-last-group", 20 << 20, ext4edit.MkfsOptions{BlockSize: 1024}},
+		{"128-byte-inodes", 64 << 20, ext4edit.MkfsOptions{InodeSize: 128}},
+		{"no-journal", 64 << 20, ext4edit.MkfsOptions{NoJournal: true}},
+		{"1T-sparse", 1 << 40, ext4edit.MkfsOptions{}},
+		{"4M-no-room-for-journal", 4 << 20, ext4edit.MkfsOptions{}},
+		{"8M", 8 << 20, ext4edit.MkfsOptions{}},
+		{"12M", 12 << 20, ext4edit.MkfsOptions{}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			img := filepath.Join(t.TempDir(), "img")
 			start := time.Now()
-			im, err := ext4edit.Create(img, c.size, &c.opts)
+			im, err := ext4edit.Mkfs(img, c.size, &c.opts)
 			require.NoError(t, err)
 			took := time.Since(start)
 			require.NoError(t, im.MkdirAll("/etc/systemd", 0o755))
@@ -82,10 +82,10 @@ func TestCreate(t *testing.T) {
 
 func TestCreateDeterministic(t *testing.T) {
 	dir := t.TempDir()
-	opts := &ext4edit.CreateOptions{Seed: []byte("sha256:abc"), Time: time.Unix(1700000000, 0)}
+	opts := &ext4edit.MkfsOptions{Seed: []byte("sha256:abc"), Time: time.Unix(1700000000, 0)}
 	make := func(name string) [32]byte {
 		p := filepath.Join(dir, name)
-		im, err := ext4edit.Create(p, 256<<20, opts)
+		im, err := ext4edit.Mkfs(p, 256<<20, opts)
 		require.NoError(t, err)
 		require.NoError(t, im.MkdirAll("/usr/bin", 0o755))
 		require.NoError(t, im.WriteFile("/usr/bin/x", []byte("#!/bin/sh\n"), 0o755))
@@ -96,7 +96,7 @@ func TestCreateDeterministic(t *testing.T) {
 	other := *opts
 	other.Seed = []byte("sha256:def")
 	p := filepath.Join(dir, "c")
-	im, err := ext4edit.Create(p, 256<<20, &other)
+	im, err := ext4edit.Mkfs(p, 256<<20, &other)
 	require.NoError(t, err)
 	require.NoError(t, im.Close())
 	require.NotEqual(t, fileSHA(t, filepath.Join(dir, "a")), fileSHA(t, p))
@@ -106,21 +106,21 @@ func TestCreateRejectsBadGeometry(t *testing.T) {
 	dir := t.TempDir()
 	for _, c := range []struct {
 		size int64
-		opts ext4edit.CreateOptions
+		opts ext4edit.MkfsOptions
 	}{
-		{1 << 16, ext4edit.CreateOptions{}},
-		{64 << 20, ext4edit.CreateOptions{BlockSize: 8192}},
-		{64 << 20, ext4edit.CreateOptions{InodeSize: 100}},
-		{64 << 20, ext4edit.CreateOptions{Label: "a label longer than 16"}},
+		{1 << 16, ext4edit.MkfsOptions{}},
+		{64 << 20, ext4edit.MkfsOptions{BlockSize: 8192}},
+		{64 << 20, ext4edit.MkfsOptions{InodeSize: 100}},
+		{64 << 20, ext4edit.MkfsOptions{Label: "a label longer than 16"}},
 	} {
-		_, err := ext4edit.Create(filepath.Join(dir, "x"), c.size, &c.opts)
+		_, err := ext4edit.Mkfs(filepath.Join(dir, "x"), c.size, &c.opts)
 		require.Error(t, err)
 	}
 }
 
 func TestDiscardAndDanglingMkdirAll(t *testing.T) {
 	img := filepath.Join(t.TempDir(), "img")
-	im, err := ext4edit.Create(img, 64<<20, nil)
+	im, err := ext4edit.Mkfs(img, 64<<20, nil)
 	require.NoError(t, err)
 	require.NoError(t, im.Close())
 	before := fileSHA(t, img)

@@ -17,7 +17,7 @@ import (
 func TestDirPathCacheAgrees(t *testing.T) {
 	for seed := uint64(1); seed <= 3; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			img, err := Create(filepath.Join(t.TempDir(), "img"), 32<<20, nil)
+			img, err := Mkfs(filepath.Join(t.TempDir(), "img"), 32<<20, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

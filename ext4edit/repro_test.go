@@ -25,7 +25,7 @@ import (
 func TestReproOpenFileOutlivesItsInode(t *testing.T) {
 	testimg.Require(t, "e2fsck")
 	p := filepath.Join(t.TempDir(), "i.img")
-	img, err := ext4edit.Create(p, 16<<20, nil)
+	img, err := ext4edit.Mkfs(p, 16<<20, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestReproReadFileHugeSize(t *testing.T) {
 // it (and returns nil). Found by FuzzEdits (seed orphan-rollback).
 func TestReproFailedWriteOrphansOpenFile(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "i.img")
-	img, err := ext4edit.Create(p, 4<<20, &ext4edit.CreateOptions{BlockSize: 1024, NoJournal: true})
+	img, err := ext4edit.Mkfs(p, 4<<20, &ext4edit.MkfsOptions{BlockSize: 1024, NoJournal: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -76,13 +76,13 @@ var editBases = sync.OnceValues(func() ([]*baseImage, error) {
 	}
 	type spec struct {
 		name   string
-		create *ext4edit.CreateOptions
+		create *ext4edit.MkfsOptions
 		size   int64
 		mkfs   []string
 	}
 	specs := []spec{
-		{name: "create-4k-journal", create: &ext4edit.CreateOptions{}, size: 16 << 20},
-		{name: "create-1k-nojournal", create: &ext4edit.CreateOptions{BlockSize: 1024, NoJournal: true}, size: 4 << 20},
+		{name: "create-4k-journal", create: &ext4edit.MkfsOptions{}, size: 16 << 20},
+		{name: "create-1k-nojournal", create: &ext4edit.MkfsOptions{BlockSize: 1024, NoJournal: true}, size: 4 << 20},
 		{name: "mkfs-1k-inline", mkfs: []string{"-t", "ext4", "-b", "1024", "-N", "256", "-O", "inline_data"}, size: 4 << 20},
 		{name: "mkfs-ext3", mkfs: []string{"-t", "ext3", "-b", "1024", "-N", "256"}, size: 4 << 20},
 	}
@@ -91,7 +91,7 @@ var editBases = sync.OnceValues(func() ([]*baseImage, error) {
 		p := path.Join(dir, "base-"+s.name)
 		switch {
 		case s.create != nil:
-			img, err := ext4edit.Create(p, s.size, s.create)
+			img, err := ext4edit.Mkfs(p, s.size, s.create)
 			if err != nil {
 				return nil, err
 			}
@@ -637,7 +637,7 @@ var tarBase = sync.OnceValues(func() (*baseImage, error) {
 		return nil, err
 	}
 	p := path.Join(dir, "base-tar")
-	img, err := ext4edit.Create(p, 16<<20, &ext4edit.CreateOptions{InodeRatio: 8192})
+	img, err := ext4edit.Mkfs(p, 16<<20, &ext4edit.MkfsOptions{InodeRatio: 8192})
 	if err != nil {
 		return nil, err
 	}

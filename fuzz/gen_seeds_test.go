@@ -189,7 +189,7 @@ func TestGenSeeds(t *testing.T) {
 	}
 	// An image the editor made, edited through the public API.
 	p := filepath.Join(t.TempDir(), "create.img")
-	img, err := ext4edit.Create(p, 16<<20, &ext4edit.CreateOptions{Time: time.Unix(1700000000, 0)})
+	img, err := ext4edit.Mkfs(p, 16<<20, &ext4edit.MkfsOptions{Time: time.Unix(1700000000, 0)})
 	if err != nil {
 		t.Fatal(err)
 	}

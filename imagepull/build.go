@@ -173,7 +173,7 @@ func BuildExt4File(ctx context.Context, f *os.File, layers []LayerSource, opts B
 	// it where every inode can store it (a config may say year 9999).
 	t = clampToExt4(t)
 	clock := t
-	img, err := ext4edit.CreateFile(f, st.Size, &ext4edit.CreateOptions{
+	img, err := ext4edit.MkfsFile(f, st.Size, &ext4edit.MkfsOptions{
 		BlockSize:  bs,
 		InodeRatio: st.InodeRatio,
 		Label:      opts.Label,

@@ -63,16 +63,6 @@ const (
 	maxDevMinor = 1<<20 - 1
 )
 
-// Raw i_mode type bits, for ext4edit.Attr.Mode.
-const (
-	modeTypeReg  = 0x8000
-	modeTypeDir  = 0x4000
-	modeTypeLnk  = 0xA000
-	modeTypeChr  = 0x2000
-	modeTypeBlk  = 0x6000
-	modeTypeFifo = 0x1000
-)
-
 // applier applies layers, in order, to one open image.
 type applier struct {
 	img   *ext4edit.Image
@@ -474,17 +464,17 @@ func (a *applier) count(t byte) {
 func typeBits(t byte) uint16 {
 	switch t {
 	case tar.TypeDir:
-		return modeTypeDir
+		return ext4edit.IModeDir
 	case tar.TypeSymlink:
-		return modeTypeLnk
+		return ext4edit.IModeSymlink
 	case tar.TypeChar:
-		return modeTypeChr
+		return ext4edit.IModeCharDev
 	case tar.TypeBlock:
-		return modeTypeBlk
+		return ext4edit.IModeBlockDev
 	case tar.TypeFifo:
-		return modeTypeFifo
+		return ext4edit.IModeFIFO
 	}
-	return modeTypeReg
+	return ext4edit.IModeRegular
 }
 
 // attrs sets owner, mode, times and xattrs from hdr on p (not following a
@@ -519,7 +509,7 @@ func (a *applier) attrOf(p string, hdr *tar.Header, typ uint16, created bool) (*
 		return nil, nil
 	}
 	mode := typ | uint16(hdr.Mode&0o7777)
-	if typ == modeTypeLnk {
+	if typ == ext4edit.IModeSymlink {
 		mode = typ | 0o777
 	}
 	uid, gid := uint32(hdr.Uid), uint32(hdr.Gid)
@@ -661,7 +651,7 @@ func (a *applier) dir(p string, hdr *tar.Header, root bool) error {
 		}
 	}
 	a.count(tar.TypeDir)
-	return a.attrs(p, hdr, modeTypeDir, created)
+	return a.attrs(p, hdr, ext4edit.IModeDir, created)
 }
 
 // mkdir makes sure p is a directory, reporting whether it made one: an
@@ -709,7 +699,7 @@ func (a *applier) mkdir(p string, perm fs.FileMode) (bool, error) {
 // final symlink. Owner, mode, times and xattrs are set when the file is
 // closed, in the operation that maps its data.
 func (a *applier) file(p string, hdr *tar.Header, tr *tar.Reader) error {
-	attr, err := a.attrOf(p, hdr, modeTypeReg, true)
+	attr, err := a.attrOf(p, hdr, ext4edit.IModeRegular, true)
 	if err != nil {
 		return err
 	}

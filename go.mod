@@ -4,6 +4,9 @@ go 1.25.0
 
 require (
 	github.com/diskfs/go-diskfs v1.9.4
+	github.com/dsoprea/go-ext4 v0.0.0-20190528173430-c13b09fc0ff8
+	github.com/google/go-containerregistry v0.20.7
+	github.com/klauspost/compress v1.18.5
 	github.com/stretchr/testify v1.12.1
 	golang.org/x/sys v0.43.0
 )
@@ -15,13 +18,10 @@ require (
 	github.com/docker/cli v29.0.3+incompatible // indirect
 	github.com/docker/distribution v2.8.3+incompatible // indirect
 	github.com/docker/docker-credential-helpers v0.9.3 // indirect
-	github.com/dsoprea/go-ext4 v0.0.0-20190528173430-c13b09fc0ff8 // indirect
 	github.com/dsoprea/go-logging v0.0.0-20200710184922-b02d349568dd // indirect
 	github.com/elliotwutingfeng/asciiset v0.0.0-20260129054604-cfde2086bc57 // indirect
 	github.com/go-errors/errors v1.0.2 // indirect
-	github.com/google/go-containerregistry v0.20.7 // indirect
 	github.com/google/uuid v1.6.0 // indirect
-	github.com/klauspost/compress v1.18.5 // indirect
 	github.com/mitchellh/go-homedir v1.1.0 // indirect
 	github.com/opencontainers/go-digest v1.0.0 // indirect
 	github.com/opencontainers/image-spec v1.1.1 // indirect

@@ -31,7 +31,5 @@ func crc32cU32(seed, v uint32) uint32 {
 // length the structure's reader has already checked.
 func le16(b []byte, off int) uint16     { return binary.LittleEndian.Uint16(b[off:]) }
 func le32(b []byte, off int) uint32     { return binary.LittleEndian.Uint32(b[off:]) }
-func le64(b []byte, off int) uint64     { return binary.LittleEndian.Uint64(b[off:]) }
 func put16(b []byte, off int, v uint16) { binary.LittleEndian.PutUint16(b[off:], v) }
 func put32(b []byte, off int, v uint32) { binary.LittleEndian.PutUint32(b[off:], v) }
-func put64(b []byte, off int, v uint64) { binary.LittleEndian.PutUint64(b[off:], v) }

@@ -260,14 +260,6 @@ func (in *inode) setTime(off, extraOff int, t time.Time) {
 	}
 }
 
-// setDtime stores i_dtime, an unsigned 32-bit seconds field with no extra
-// word (the kernel stores its clock truncated to 32 bits): clamped to
-// 1 .. 2^32-1, since 0 would mean "in use" to e2fsck and wrapping could
-// land on 0.
-func (in *inode) setDtime(t time.Time) {
-	put32(in.b, iDtime, uint32(min(max(t.Unix(), 1), 1<<32-1)))
-}
-
 func (in *inode) atime() time.Time { return in.time(iAtime, iAtimeExtra) }
 func (in *inode) mtime() time.Time { return in.time(iMtime, iMtimeExtra) }
 func (in *inode) ctime() time.Time { return in.time(iCtime, iCtimeExtra) }

@@ -235,11 +235,6 @@ func (s superblock) hashSeed() (seed [4]uint32) {
 // metadataCsum reports whether metadata_csum checksums are in force.
 func (s superblock) metadataCsum() bool { return s.hasRoCompat(roCompatMetadataCsum) }
 
-// gdtCsum reports the older crc16 group-descriptor checksum (uninit_bg).
-func (s superblock) gdtCsum() bool {
-	return !s.metadataCsum() && s.hasRoCompat(roCompatGdtCsum)
-}
-
 // groupCsums reports whether group descriptors carry a checksum and the
 // UNINIT flags are meaningful.
 func (s superblock) groupCsums() bool { return s.metadataCsum() || s.hasRoCompat(roCompatGdtCsum) }

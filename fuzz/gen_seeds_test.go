@@ -307,3 +307,32 @@ func TestGenSeeds(t *testing.T) {
 	writeSeed(t, "FuzzBuildTar", "awkward", tb.Bytes())
 
 }
+
+// encodeSparse turns an image into the sparse input form: runs of 16 or
+// more zero bytes are skipped.
+func encodeSparse(img []byte) []byte {
+	out := []byte(sparseMagic)
+	out = binary.AppendUvarint(out, uint64(len(img)))
+	last := 0
+	for i := 0; i < len(img); {
+		if img[i] == 0 {
+			i++
+			continue
+		}
+		start, j, zeros := i, i, 0
+		for j < len(img) && zeros < 16 {
+			if img[j] == 0 {
+				zeros++
+			} else {
+				zeros = 0
+			}
+			j++
+		}
+		end := j - zeros
+		out = binary.AppendUvarint(out, uint64(start-last))
+		out = binary.AppendUvarint(out, uint64(end-start))
+		out = append(out, img[start:end]...)
+		last, i = end, j
+	}
+	return out
+}

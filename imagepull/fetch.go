@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
 
@@ -816,19 +815,6 @@ func sha256Hash(b []byte) v1.Hash {
 }
 
 // checkBytes verifies b against a descriptor's digest and size.
-// checkedRaw fetches a manifest's raw bytes and verifies them against the
-// descriptor that named them.
-func checkedRaw(get func() ([]byte, error), d v1.Descriptor, what string) ([]byte, error) {
-	raw, err := get()
-	if err != nil {
-		return nil, err
-	}
-	if err := checkBytes(raw, d.Digest, d.Size, what); err != nil {
-		return nil, err
-	}
-	return raw, nil
-}
-
 func checkBytes(b []byte, want v1.Hash, size int64, what string) error {
 	h, err := newHash(want)
 	if err != nil {
@@ -1194,14 +1180,4 @@ func (r *readahead) Close() error {
 		}
 	})
 	return err
-}
-
-// sortedStrings returns the keys of m in order.
-func sortedStrings[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -213,12 +213,11 @@ func TestFetchOCILayoutCorruptBlob(t *testing.T) {
 	}
 	h, _ := v1.NewHash(f.Layers[1].Digest)
 	blob := filepath.Join(dir, "blobs", h.Algorithm, h.Hex)
-	data, err := os.ReadFile(blob)
-	if err != nil {
+	if _, err := os.Stat(blob); err != nil {
 		t.Fatal(err)
 	}
 	// Still a valid gzip stream, different content: only the digest can tell.
-	data = gzipBytes(t, tarOf(t, tFile("arch", "tampered", 0o644)))
+	data := gzipBytes(t, tarOf(t, tFile("arch", "tampered", 0o644)))
 	if err := os.WriteFile(blob, data, 0o644); err != nil {
 		t.Fatal(err)
 	}

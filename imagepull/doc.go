@@ -1,13 +1,57 @@
-// Package imagepull turns container images into ext4 root filesystems for
-// banger microVMs. This part of it is the finalize phase that runs on the
-// built image in one ext4edit session (one commit, by the caller's Close):
+// Package imagepull turns an OCI container image into a bootable ext4 root
+// filesystem for a microVM, in pure Go: no e2fsprogs, no root, no unpack
+// to the host filesystem. The pipeline runs in one direction:
 //
-//   - ApplyOwnership sets the owners and modes recorded in the layers'
-//     tar headers (OwnershipFromLayers) on an image built elsewhere, such
-//     as by `mkfs.ext4 -d` from a rootless unpack;
-//   - InjectGuestAgents installs the guest assets of package guestassets
-//     (network bootstrap, vsock agent, their systemd units, enabled).
+//	SOURCE ──Fetch──▶ layers ──BuildExt4──▶ image ──Finalize──▶ ──StageBootArtifacts──▶ OUTDIR
 //
-// Finalize, DefaultFinalize and the FinalizeStep constructors compose them;
-// the imagepull command (cmd/imagepull) exposes both on the command line.
+// [Pull] runs all of it: Pull(ctx, "oci:DIR:tag", outdir, opts) leaves
+// OUTDIR/rootfs.ext4, OUTDIR/image.json and, when asked, OUTDIR/kernel and
+// OUTDIR/initrd. A daemon that needs only part of it calls the phases:
+//
+//   - [Fetch] resolves a source, picks the platform and returns the
+//     manifest, the config and one opener per layer. Sources: a registry
+//     reference ("docker.io/library/debian:bookworm", credentials from the
+//     docker config), "oci:DIR[:TAG]" (an OCI image layout) and
+//     "docker-archive:FILE[:TAG]" (docker save). Every layer's uncompressed tar
+//     is checked against its diff ID from the config, and blobs against
+//     their digest, in the same pass that reads them: a mismatch or a
+//     truncated stream is [ErrDigestMismatch] or io.ErrUnexpectedEOF
+//     naming the layer, never a partial image.
+//   - [BuildExt4] (or [BuildExt4File], into a file the caller opened)
+//     formats an image of the given size (or one estimated from the
+//     layers by [ScanLayer] and [EstimateSize]) and applies the layers in
+//     order as tar streams: whiteouts and opaque directories, owners,
+//     modes, times, xattrs (security.capability), hardlinks, symlinks,
+//     device nodes, fifos and sparse files. Layer paths are resolved
+//     inside the image, never on the host: "../../etc/x" or a symlink
+//     chain lands inside the image root or is refused.
+//   - [Finalize] runs [FinalizeStep]s in the build's session (one commit):
+//     [InjectGuestAgents] installs the banger guest assets of package
+//     guestassets (the network bootstrap, the vsock agent, their systemd
+//     units and enable links, the vsock modules list), all root-owned;
+//     [ApplyOwnership] sets recorded owners and modes ([OwnershipTable],
+//     from [OwnershipFromLayers]) on an image built elsewhere, such as by
+//     `mkfs.ext4 -d` from a rootless unpack. [DefaultFinalize] composes
+//     the usual ones; [InjectGuestAgentsFile] runs the injection on an
+//     image file in a session of its own.
+//   - [StageBootArtifacts] publishes the finished image into OUTDIR under
+//     the OUTDIR lock: kernel and initrd copied out of the image's /boot
+//     ([FindBootArtifacts]) when asked, the image renamed to rootfs.ext4,
+//     image.json ([ImageMetadata]) written last, so its presence marks a
+//     complete pull.
+//
+// # Guarantees
+//
+// A source is hostile until proven otherwise. Nothing is written outside
+// OUTDIR (and the temporary image beside its final name); OUTDIR's
+// entries are never opened through a symlink; a crash at any point
+// leaves rootfs.ext4 the old image or the new one; one pull at a time
+// publishes into an OUTDIR ([ErrOutdirBusy]). Documents are capped
+// ([MaxManifestBytes], [MaxConfigBytes], [ErrTooLarge]), zstd windows too
+// ([MaxZstdWindow]), paths at [MaxPathBytes], an estimated size at
+// [DefaultMaxAutoSize] ([ErrTooBig]); every other limit and what happens
+// past it is in the README's "Hostile input" table.
+//
+// The command-line tool cmd/imagepull is a thin layer over this package:
+// `imagepull pull`, `imagepull inject` and `imagepull apply-ownership`.
 package imagepull

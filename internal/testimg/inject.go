@@ -1,6 +1,7 @@
 package testimg
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -17,7 +18,6 @@ var agentBuild struct {
 	once sync.Once
 	dir  string
 	path string
-	out  string
 	err  error
 }
 
@@ -28,6 +28,16 @@ var agentBuild struct {
 func AgentBinary(t testing.TB) string {
 	t.Helper()
 	Require(t, "go")
+	p, err := BuildAgent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// BuildAgent is AgentBinary for code without a testing.TB (Examples): it
+// builds the agent once per test binary and returns its path or why not.
+func BuildAgent() (string, error) {
 	agentBuild.once.Do(func() {
 		agentBuild.dir, agentBuild.err = os.MkdirTemp("", "banger-agent-build-")
 		if agentBuild.err != nil {
@@ -37,12 +47,11 @@ func AgentBinary(t testing.TB) string {
 		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", agentBuild.path, AgentPackage)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
 		out, err := cmd.CombinedOutput()
-		agentBuild.out, agentBuild.err = string(out), err
+		if err != nil {
+			agentBuild.err = fmt.Errorf("building %s: %v\n%s", AgentPackage, err, out)
+		}
 	})
-	if agentBuild.err != nil {
-		t.Fatalf("building %s: %v\n%s", AgentPackage, agentBuild.err, agentBuild.out)
-	}
-	return agentBuild.path
+	return agentBuild.path, agentBuild.err
 }
 
 // CleanupBuilds removes what AgentBinary built.

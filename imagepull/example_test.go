@@ -1,0 +1,86 @@
+package imagepull_test
+
+import (
+	"fmt"
+	"io/fs"
+	"log"
+	"os"
+	"path/filepath"
+
+	"github.com/banger/ext4kit/ext4edit"
+	"github.com/banger/ext4kit/imagepull"
+	"github.com/banger/ext4kit/internal/testimg"
+)
+
+// InjectGuestAgents works in the caller's editor session: the assets go
+// in with the caller's own edits, and Close commits them all at once.
+func ExampleInjectGuestAgents() {
+	dir, err := os.MkdirTemp("", "imagepull-example-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	// The agent binary `go build ./cmd/banger-vsock-agent` makes (a static
+	// Linux executable); imagepull finds it beside itself by default.
+	agent, err := testimg.BuildAgent()
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	img, err := ext4edit.Mkfs(filepath.Join(dir, "rootfs.ext4"), 64<<20, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := imagepull.InjectGuestAgents(img, imagepull.InjectOptions{AgentPath: agent}); err != nil {
+		img.Discard()
+		log.Fatal(err)
+	}
+	if err := img.Close(); err != nil {
+		log.Fatal(err)
+	}
+
+	img, err = ext4edit.Open(filepath.Join(dir, "rootfs.ext4"), &ext4edit.Options{ReadOnly: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer img.Close()
+	printTree(img, "/usr/local", "/etc")
+	// Output:
+	// /usr/local/bin/banger-vsock-agent -rwxr-xr-x 0:0
+	// /usr/local/libexec/banger-network-bootstrap -rwxr-xr-x 0:0
+	// /etc/modules-load.d/banger-vsock.conf -rw-r--r-- 0:0
+	// /etc/systemd/system/banger-network.service -rw-r--r-- 0:0
+	// /etc/systemd/system/banger-vsock-agent.service -rw-r--r-- 0:0
+	// /etc/systemd/system/multi-user.target.wants/banger-network.service Lrwxrwxrwx 0:0 -> /etc/systemd/system/banger-network.service
+	// /etc/systemd/system/multi-user.target.wants/banger-vsock-agent.service Lrwxrwxrwx 0:0 -> /etc/systemd/system/banger-vsock-agent.service
+}
+
+// printTree prints the files and symlinks under each root, with their
+// modes, owners and targets.
+func printTree(img *ext4edit.Image, roots ...string) {
+	for _, root := range roots {
+		err := fs.WalkDir(img.FS(), root[1:], func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			fi, err := img.Lstat("/" + p)
+			if err != nil {
+				return err
+			}
+			in := fi.Sys().(*ext4edit.InodeInfo)
+			line := fmt.Sprintf("/%s %v %d:%d", p, fi.Mode(), in.UID, in.GID)
+			if fi.Mode()&fs.ModeSymlink != 0 {
+				target, err := img.Readlink("/" + p)
+				if err != nil {
+					return err
+				}
+				line += " -> " + target
+			}
+			fmt.Println(line)
+			return nil
+		})
+		if err != nil {
+			log.Fatal(err)
+		}
+	}
+}

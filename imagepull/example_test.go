@@ -1,6 +1,7 @@
 package imagepull_test
 
 import (
+	"context"
 	"fmt"
 	"io/fs"
 	"log"
@@ -11,6 +12,49 @@ import (
 	"github.com/banger/ext4kit/imagepull"
 	"github.com/banger/ext4kit/internal/testimg"
 )
+
+// Pull runs the whole pipeline: fetch (here from an OCI image layout on
+// disk), build, finalize with the guest agents, stage into OUTDIR.
+func ExamplePull() {
+	outdir, err := os.MkdirTemp("", "imagepull-example-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(outdir)
+	agent, err := testimg.BuildAgent() // go build ./cmd/banger-vsock-agent
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	res, err := imagepull.Pull(context.Background(), "oci:../testdata/demo-oci:latest", outdir, imagepull.PullOptions{
+		Size:     64 << 20, // zero: estimated from the layers
+		Finalize: imagepull.GuestAgentsStep(imagepull.InjectOptions{AgentPath: agent}),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(filepath.Base(res.Rootfs), res.Metadata.Platform, len(res.Metadata.Layers), "layers")
+	fmt.Println("cmd:", res.Metadata.Cmd)
+
+	img, err := ext4edit.Open(res.Rootfs, &ext4edit.Options{ReadOnly: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer img.Close()
+	hostname, err := img.ReadFile("/etc/hostname")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("hostname: %s", hostname)
+	printTree(img, "/etc/systemd/system/multi-user.target.wants")
+	// Output:
+	// rootfs.ext4 linux/amd64 3 layers
+	// cmd: [/sbin/init]
+	// hostname: banger-demo
+	// /etc/systemd/system/multi-user.target.wants/banger-network.service Lrwxrwxrwx 0:0 -> /etc/systemd/system/banger-network.service
+	// /etc/systemd/system/multi-user.target.wants/banger-vsock-agent.service Lrwxrwxrwx 0:0 -> /etc/systemd/system/banger-vsock-agent.service
+	// /etc/systemd/system/multi-user.target.wants/demo-hello.service Lrwxrwxrwx 0:0 -> /usr/lib/systemd/system/demo-hello.service
+}
 
 // InjectGuestAgents works in the caller's editor session: the assets go
 // in with the caller's own edits, and Close commits them all at once.

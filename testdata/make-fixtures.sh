@@ -22,6 +22,12 @@
 # gzip 1.12) a re-run reproduces byte-identical files;
 # internal/fixtures/fixtures_test.go checks that.
 #
+# Run without OUTDIR, it also remakes testdata/demo-oci, the OCI image the
+# README's first command pulls, with its own pure-Go recipe
+# (go run ./internal/fixtures/mkdemo -o testdata/demo-oci; no e2fsprogs,
+# reproducible with the same Go and klauspost/compress; checked by
+# internal/fixtures/mkdemo's tests).
+#
 # Run from anywhere, as any user: bash testdata/make-fixtures.sh
 set -euo pipefail
 export LC_ALL=C TZ=UTC
@@ -216,3 +222,8 @@ fi
 gzip -n -9 -c "$img" >"$out/demo.ext4.gz"
 
 echo "make-fixtures.sh: wrote $out/{demo.ext4.gz,inject.debugfs,assets/} with $(mke2fs -V 2>&1 | sed -n 1p) and $(gzip --version | sed -n 1p)" >&2
+
+# --- the README demo's OCI image (only when remaking the committed files) ---
+if [ $# -eq 0 ]; then
+	(cd "$here/.." && go run ./internal/fixtures/mkdemo -o testdata/demo-oci)
+fi

@@ -95,6 +95,9 @@ type fileReader struct {
 	exts   []fileExtent
 	inline []byte
 	pos    int64
+	// maxSize is the largest i_size the file's mapping allows here
+	// (maxFileSize): beyond it the size cannot be genuine.
+	maxSize uint64
 }
 
 // openReader opens the regular file name (following symlinks) for reading.
@@ -122,7 +125,7 @@ func (img *Image) newFileReader(in *inode) (*fileReader, error) {
 	if in.size() > 1<<62 {
 		return nil, corruptf("inode %d size %d", in.ino, in.size())
 	}
-	fr := &fileReader{img: img, size: int64(in.size())}
+	fr := &fileReader{img: img, size: int64(in.size()), maxSize: img.maxFileSize(in.hasExtents())}
 	if in.hasInlineData() {
 		data, err := img.readInline(in)
 		if err != nil {
@@ -142,6 +145,19 @@ func (img *Image) newFileReader(in *inode) (*fileReader, error) {
 }
 
 func (r *fileReader) Size() int64 { return r.size }
+
+// mappedBytes is how many bytes the file's mapping covers: what a file
+// of this size can hold without holes, a bound on disk that i_size is not.
+func (r *fileReader) mappedBytes() uint64 {
+	if r.inline != nil {
+		return uint64(len(r.inline))
+	}
+	var n uint64
+	for _, e := range r.exts {
+		n += e.len
+	}
+	return n * uint64(r.img.bs)
+}
 
 func (r *fileReader) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {

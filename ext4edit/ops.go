@@ -2,8 +2,10 @@ package ext4edit
 
 import (
 	"fmt"
+	"io"
 	"io/fs"
 	"path"
+	"slices"
 	"sort"
 	"time"
 )
@@ -1101,18 +1103,43 @@ func (img *Image) ReadDir(name string) ([]fs.DirEntry, error) {
 	return out, nil
 }
 
+// maxReadFile is the largest file ReadFile returns whole (1 GiB): a file
+// is read into one []byte, so an image must not be able to make the
+// caller allocate without bound. Larger files are read with the streaming
+// reader, FS().Open.
+const maxReadFile = 1 << 30
+
 // ReadFile returns the contents of a regular file (following symlinks).
+// A file larger than 1 GiB is refused with ErrFileTooLarge (read it
+// through FS().Open instead); an i_size no file on this filesystem can
+// have is ErrCorrupt. Memory grows with the data actually read: a sparse
+// file costs its size, a file whose i_size lies costs what its blocks hold
+// before the lie is refused.
 func (img *Image) ReadFile(name string) ([]byte, error) {
 	fr, _, err := img.openReader(name)
 	if err != nil {
 		return nil, err
 	}
-	if fr.Size() < 0 || uint64(fr.Size()) > uint64(img.bs)<<32 { // beyond 2^32 blocks: a corrupt i_size
-		return nil, pathErr("read", name, corruptf("i_size %d beyond the largest ext4 file", uint64(fr.Size())))
+	size := uint64(fr.Size())
+	if size > fr.maxSize {
+		return nil, pathErr("read", name, corruptf("i_size %d beyond the largest file this filesystem maps (%d)", size, fr.maxSize))
 	}
-	buf := make([]byte, fr.Size())
-	if _, err := fr.ReadAt(buf, 0); err != nil && len(buf) > 0 {
-		return nil, pathErr("read", name, err)
+	if size > maxReadFile {
+		return nil, pathErr("read", name, fmt.Errorf("%w: %d bytes, more than ReadFile returns whole (%d); stream it with FS().Open", ErrFileTooLarge, size, maxReadFile))
+	}
+	// The blocks the file maps bound the first allocation; holes beyond
+	// them grow the buffer as they are read.
+	buf := make([]byte, 0, min(size, fr.mappedBytes()))
+	for uint64(len(buf)) < size {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, int(min(size-uint64(len(buf)), uint64(max(cap(buf), 64<<10)))))
+		}
+		chunk := buf[len(buf):min(uint64(cap(buf)), size)]
+		n, err := fr.ReadAt(chunk, int64(len(buf)))
+		buf = buf[:len(buf)+n]
+		if err != nil && (err != io.EOF || uint64(len(buf)) < size) {
+			return nil, pathErr("read", name, err)
+		}
 	}
 	return buf, nil
 }

@@ -48,6 +48,15 @@ func (img *Image) blockBitmap(g uint32) ([]byte, error) {
 		img.cache.clean--
 		return nil, corruptf("group %d block bitmap (block %d) checksum mismatch", g, blk)
 	}
+	if !cached && img.gd(g).flags()&bgBlockUninit != 0 {
+		// BLOCK_UNINIT without group checksums (uninit_bg turned off):
+		// the flag does not count, but the bitmap on disk may never have
+		// been written and show the group's superblock backup and
+		// descriptor blocks free. Metadata is in use whatever the bitmap
+		// says: it is never handed out.
+		first := img.groupFirstBlock(g)
+		img.groupMetadata(g, func(b uint64) { setBit(buf, b-first) })
+	}
 	return buf, nil
 }
 
@@ -60,9 +69,13 @@ func (img *Image) blockBitmapW(g uint32) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if img.blockUninit(g) {
+	if img.gd(g).flags()&bgBlockUninit != 0 {
+		// Written now, the bitmap is initialised whatever the features.
 		d := img.gdW(g)
 		d.setFlags(d.flags() &^ bgBlockUninit)
+		if nblk := uint64(img.groupBlocks(g)); nblk < uint64(img.bs)*8 && !testBit(buf, uint64(img.bs)*8-1) {
+			setBits(buf, nblk, uint64(img.bs)*8)
+		}
 	}
 	img.blockBitmapDirty[g] = true
 	img.gdW(g)
@@ -105,6 +118,12 @@ func (img *Image) inodeBitmapW(g uint32) ([]byte, error) {
 	buf, err := img.cache.getW(img.gd(g).inodeBitmap(), kindBitmap)
 	if err != nil {
 		return nil, err
+	}
+	// The bits past the group's inodes must read as used. A bitmap the
+	// kernel never initialised (INODE_UNINIT left behind when uninit_bg
+	// was turned off) has them clear: e2fsck wants them set.
+	if !testBit(buf, uint64(img.bs)*8-1) {
+		setBits(buf, uint64(img.ipg), uint64(img.bs)*8)
 	}
 	img.inodeBitmapDirty[g] = true
 	img.gdW(g)
@@ -486,6 +505,38 @@ func (img *Image) finishGroups() {
 			put16(d.b, bgChecksum, d.checksum(img.sb, img.csumSeed, g, nil))
 		}
 	}
+}
+
+// clearStaleLazyInit drops what uninit_bg left in the descriptors of a
+// filesystem that no longer has group checksums (tune2fs -O ^uninit_bg
+// keeps it): BLOCK_UNINIT, INODE_UNINIT and bg_itable_unused mean nothing
+// there to the kernel or to us, but e2fsck still reads bg_itable_unused
+// and would take inodes we allocate for ones in a group's unused area.
+// Every group is normalised as e2fsck would repair it, with the bitmaps
+// it implies written out (a BLOCK_UNINIT group's on-disk bitmap was never
+// written), so the committed filesystem reads the same to every reader.
+func (img *Image) clearStaleLazyInit() error {
+	for g := uint32(0); g < img.groupCount; g++ {
+		d := img.gd(g)
+		flags := d.flags() & (bgBlockUninit | bgInodeUninit)
+		if flags == 0 && d.itableUnused() == 0 {
+			continue
+		}
+		if flags&bgBlockUninit != 0 {
+			if _, err := img.blockBitmapW(g); err != nil {
+				return err
+			}
+		}
+		if flags&bgInodeUninit != 0 {
+			if _, err := img.inodeBitmapW(g); err != nil {
+				return err
+			}
+		}
+		d = img.gdW(g)
+		d.setFlags(d.flags() &^ (bgBlockUninit | bgInodeUninit))
+		d.setItableUnused(0)
+	}
+	return nil
 }
 
 // setBits sets bits [from, to), whole bytes at a time where it can.

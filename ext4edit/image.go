@@ -685,6 +685,11 @@ func (img *Image) commit() error {
 	if !work {
 		return nil
 	}
+	if !img.sb.groupCsums() {
+		if err := img.clearStaleLazyInit(); err != nil {
+			return err
+		}
+	}
 	var err error
 	switch {
 	case img.opts.Scratch:

@@ -171,7 +171,7 @@ func (img *Image) allocBlocks(goal uint64, n uint64) ([]blockRun, error) {
 	if goal < uint64(img.firstDataBlock) || goal >= img.blocksCount {
 		goal = uint64(img.firstDataBlock)
 	}
-	startG := uint32((goal - uint64(img.firstDataBlock)) / uint64(img.bpg))
+	startG := img.blockGroup(goal)
 	var runs []blockRun
 	for i := uint32(0); i <= img.groupCount && n > 0; i++ {
 		g := (startG + i) % img.groupCount
@@ -349,7 +349,7 @@ func (img *Image) applyPendingFrees() error {
 			if b < uint64(img.firstDataBlock) || b >= img.blocksCount {
 				return fmt.Errorf("internal error: freeing block %d outside the filesystem", b)
 			}
-			g := uint32((b - uint64(img.firstDataBlock)) / uint64(img.bpg))
+			g := img.blockGroup(b)
 			first := img.groupFirstBlock(g)
 			end := min(r.start+r.len, first+uint64(img.groupBlocks(g)))
 			bm, err := img.blockBitmapW(g)
@@ -463,8 +463,7 @@ func firstZero(bm []byte, from, limit uint64) int64 {
 
 // releaseInode marks ino free.
 func (img *Image) releaseInode(ino uint32, dir bool) error {
-	g := (ino - 1) / img.ipg
-	idx := (ino - 1) % img.ipg
+	g, idx := img.inodeGroup(ino)
 	bm, err := img.inodeBitmapW(g)
 	if err != nil {
 		return err

@@ -441,7 +441,7 @@ func (img *Image) dirAppendBlock(dir *inode) ([]byte, uint64, uint64, error) {
 		}
 	}
 	if goal == 0 {
-		goal = img.groupFirstBlock((dir.ino - 1) / img.ipg)
+		goal = img.groupFirstBlock(img.groupOfInode(dir.ino))
 	}
 	runs, err := img.allocBlocks(goal, 1)
 	if err != nil {

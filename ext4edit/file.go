@@ -808,7 +808,7 @@ func (img *Image) noteLargeFile(size uint64) error {
 	if le32(img.sb.b, sbRevLevel) == 0 {
 		return fmt.Errorf("%w: a file of %d bytes needs large_file, which a revision 0 filesystem cannot have", ErrFileTooLarge, size)
 	}
-	put32(img.sb.b, sbFeatureRoCompat, img.sb.roCompat()|roCompatLargeFile)
+	img.sb.setRoCompat(img.sb.roCompat() | roCompatLargeFile)
 	return nil
 }
 

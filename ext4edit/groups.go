@@ -45,6 +45,13 @@ func (g groupDesc) lohi32(lo, hi int) uint64 {
 	return v
 }
 
+func (g groupDesc) setLohi32(lo, hi int, v uint64) {
+	put32(g.b, lo, uint32(v))
+	if g.big {
+		put32(g.b, hi, uint32(v>>32))
+	}
+}
+
 func (g groupDesc) lohi16(lo, hi int) uint32 {
 	v := uint32(le16(g.b, lo))
 	if g.big {
@@ -77,6 +84,10 @@ func (g groupDesc) setUsedDirs(v uint32)     { g.setLohi16(bgUsedDirsCountLo, bg
 func (g groupDesc) setItableUnused(v uint32) { g.setLohi16(bgItableUnusedLo, bgItableUnusedHi, v) }
 func (g groupDesc) setFlags(v uint16)        { put16(g.b, bgFlags, v) }
 
+func (g groupDesc) setBlockBitmap(b uint64) { g.setLohi32(bgBlockBitmapLo, bgBlockBitmapHi, b) }
+func (g groupDesc) setInodeBitmap(b uint64) { g.setLohi32(bgInodeBitmapLo, bgInodeBitmapHi, b) }
+func (g groupDesc) setInodeTable(b uint64)  { g.setLohi32(bgInodeTableLo, bgInodeTableHi, b) }
+
 func (g groupDesc) setBlockBitmapCsum(c uint32) {
 	g.setLohi16(bgBlockBitmapCsumLo, bgBlockBitmapCsumHi, c)
 }
@@ -107,91 +118,16 @@ func (g groupDesc) checksum(sb superblock, seed uint32, group uint32, scratch []
 	return crc16(c, buf[4+bgChecksum+2:])
 }
 
-// isPowerOf reports whether n is a power of base (1 counts: base^0).
-func isPowerOf(n, base uint32) bool {
-	for n > 1 {
-		if n%base != 0 {
-			return false
-		}
-		n /= base
-	}
-	return n == 1
-}
-
-// hasSuper reports whether group g holds a superblock copy (and, outside
-// meta_bg, a copy of the descriptor table).
-func (img *Image) hasSuper(g uint32) bool {
-	if g == 0 {
-		return true
-	}
-	if img.sb.hasCompat(compatSparseSuper2) {
-		return g == le32(img.sb.b, sbBackupBgs) || g == le32(img.sb.b, sbBackupBgs+4)
-	}
-	if !img.sb.hasRoCompat(roCompatSparseSuper) {
-		return true
-	}
-	return isPowerOf(g, 3) || isPowerOf(g, 5) || isPowerOf(g, 7)
-}
-
-// groupFirstBlock is the first block of group g.
-func (img *Image) groupFirstBlock(g uint32) uint64 {
-	return uint64(img.firstDataBlock) + uint64(g)*uint64(img.bpg)
-}
-
-// groupBlocks is the number of blocks in group g (the last may be short).
-func (img *Image) groupBlocks(g uint32) uint32 {
-	if g == img.groupCount-1 {
-		return uint32(img.blocksCount - img.groupFirstBlock(g))
-	}
-	return img.bpg
-}
-
-// descBlock is the block holding descriptor-table block i (i = group /
-// descriptors per block), as ext2fs_descriptor_block_loc2 finds it.
-func (img *Image) descBlock(i uint32) uint64 {
-	if !img.sb.hasIncompat(incompatMetaBG) || i < le32(img.sb.b, sbFirstMetaBg) {
-		return uint64(img.firstDataBlock) + 1 + uint64(i)
-	}
-	g := i * img.descPerBlock
-	blk := img.groupFirstBlock(g)
-	if img.hasSuper(g) {
-		blk++
-	}
-	return blk
-}
-
 // groupMetadata calls fn for every block of group g that holds a
-// superblock copy, descriptor blocks or reserved GDT blocks (what
-// ext2fs_super_and_bgd_loc2 counts), plus every group's bitmaps and inode
-// table that lie inside g (with flex_bg they may belong to other groups).
+// superblock copy, descriptor blocks or reserved GDT blocks
+// (superAndDescBlocks), plus every group's bitmaps and inode table that
+// lie inside g (with flex_bg they may belong to other groups).
 func (img *Image) groupMetadata(g uint32, fn func(blk uint64)) {
+	img.superAndDescBlocks(g, fn)
 	first := img.groupFirstBlock(g)
 	end := first + uint64(img.groupBlocks(g))
 	if first == 0 && img.bs == 1024 {
 		first = 1
-	}
-	hasSuper := img.hasSuper(g)
-	if hasSuper {
-		fn(first)
-	}
-	metaBgSize := img.descPerBlock
-	metaBg := g / metaBgSize
-	if !img.sb.hasIncompat(incompatMetaBG) || metaBg < le32(img.sb.b, sbFirstMetaBg) {
-		if hasSuper {
-			old := uint64(img.gdtBlocks) + uint64(le16(img.sb.b, sbReservedGdtBlocks))
-			if img.sb.hasIncompat(incompatMetaBG) {
-				old = uint64(le32(img.sb.b, sbFirstMetaBg))
-			}
-			for i := uint64(0); i < old; i++ {
-				fn(first + 1 + i)
-			}
-		}
-	} else if r := g % metaBgSize; r == 0 || r == 1 || r == metaBgSize-1 {
-		off := uint64(0)
-		if hasSuper {
-			off = 1
-		}
-		fn(first + off)
 	}
 	for i := uint32(0); i < img.groupCount; i++ {
 		d := img.gd(i)

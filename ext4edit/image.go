@@ -31,19 +31,8 @@ type Image struct {
 
 	sb superblock
 
-	// Geometry, validated at open.
-	bs             uint32 // block size
-	blocksCount    uint64
-	firstDataBlock uint32
-	bpg, ipg       uint32 // blocks and inodes per group
-	groupCount     uint32
-	inodeSize      uint32
-	descSize       uint32
-	descPerBlock   uint32
-	gdtBlocks      uint32 // blocks holding the primary descriptor table
-	itableBlocks   uint32 // inode table blocks per group
-	csumSeed       uint32
-	writeRefusal   error // why writes are refused (features, state), nil when writable
+	geometry           // validated at open
+	writeRefusal error // why writes are refused (features, state), nil when writable
 
 	gdt      []byte // every group descriptor, descSize bytes each
 	gdtDirty map[uint32]bool
@@ -233,58 +222,23 @@ func (img *Image) load(limit int64) error {
 		return corruptf("superblock checksum mismatch")
 	}
 	if unknown := sb.incompat() &^ knownIncompat; unknown != 0 {
-		return unsupportedf("incompat features %s", featureList(unknown, incompatNames))
+		return unsupportedf("incompat features %s", unknown.String())
 	}
 	if bad := sb.incompat() & (incompatCompression | incompatJournalDev | incompatDirData); bad != 0 {
-		return unsupportedf("%s (cannot be read)", featureList(bad, incompatNames))
+		return unsupportedf("%s (cannot be read)", bad.String())
 	}
-	logBS := le32(sb.b, sbLogBlockSize)
-	if logBS > 6 {
-		return corruptf("s_log_block_size %d out of range", logBS)
-	}
-	img.bs = 1024 << logBS
-	img.blocksCount = sb.blocksCount()
-	img.firstDataBlock = sb.firstDataBlock()
-	img.bpg = sb.blocksPerGroup()
-	img.ipg = sb.inodesPerGroup()
-	img.inodeSize = sb.inodeSize()
-	img.descSize = sb.descSize()
 	if sb.hasRoCompat(roCompatBigalloc) {
 		// Cluster bitmaps would be read as block bitmaps: refuse outright.
 		return unsupportedf("bigalloc")
 	}
-	switch {
-	case img.bs == 1024 && img.firstDataBlock != 1, img.bs > 1024 && img.firstDataBlock != 0:
-		return corruptf("s_first_data_block %d for %d-byte blocks", img.firstDataBlock, img.bs)
-	case img.bpg == 0 || img.bpg > 8*img.bs || img.bpg%8 != 0:
-		return corruptf("s_blocks_per_group %d", img.bpg)
-	case img.ipg == 0 || img.ipg > 8*img.bs || img.ipg%8 != 0:
-		return corruptf("s_inodes_per_group %d", img.ipg)
-	case img.inodeSize < 128 || img.inodeSize > img.bs || img.inodeSize&(img.inodeSize-1) != 0:
-		return corruptf("s_inode_size %d", img.inodeSize)
-	case img.descSize < 32 || img.descSize > 1024 || img.descSize&(img.descSize-1) != 0 ||
-		(sb.hasIncompat(incompat64bit) && img.descSize < 64):
-		return corruptf("s_desc_size %d", img.descSize)
-	case img.blocksCount <= uint64(img.firstDataBlock)+1:
-		return corruptf("s_blocks_count %d", img.blocksCount)
-	case img.blocksCount > uint64(1)<<48:
-		return corruptf("s_blocks_count %d beyond 2^48", img.blocksCount)
+	g, err := newGeometry(sb)
+	if err != nil {
+		return err
 	}
-	if need := img.blocksCount * uint64(img.bs); uint64(avail) < need {
+	img.geometry = g
+	if need := img.bytes(); avail < need {
 		return corruptf("image holds %d bytes but the filesystem needs %d", avail, need)
 	}
-	groups := (img.blocksCount - uint64(img.firstDataBlock) + uint64(img.bpg) - 1) / uint64(img.bpg)
-	if groups > 1<<32-1 || uint64(img.ipg)*groups != uint64(sb.inodesCount()) {
-		return corruptf("%d groups of %d inodes do not make s_inodes_count %d", groups, img.ipg, sb.inodesCount())
-	}
-	img.groupCount = uint32(groups)
-	img.descPerBlock = img.bs / img.descSize
-	img.gdtBlocks = uint32((groups + uint64(img.descPerBlock) - 1) / uint64(img.descPerBlock))
-	img.itableBlocks = uint32((uint64(img.ipg)*uint64(img.inodeSize) + uint64(img.bs) - 1) / uint64(img.bs))
-	if sb.firstIno() < 11 || sb.firstIno() >= sb.inodesCount() {
-		return corruptf("s_first_ino %d", sb.firstIno())
-	}
-	img.csumSeed = sb.csumSeed()
 
 	img.gdt = bigBuffer(int(img.gdtBlocks)*int(img.bs), img)
 	if !sb.hasIncompat(incompatMetaBG) && img.overlay == nil {
@@ -355,13 +309,13 @@ func (img *Image) writePolicy() error {
 		return fmt.Errorf("%w: the journal holds unreplayed transactions (mount and unmount it, or run e2fsck -fy, first)", ErrNeedsRecovery)
 	}
 	if bad := sb.compat() &^ writableCompat; bad != 0 {
-		return unsupportedf("writing with %s", featureList(bad, compatNames))
+		return unsupportedf("writing with %s", bad.String())
 	}
 	if bad := sb.incompat() &^ writableIncompat; bad != 0 {
-		return unsupportedf("writing with %s", featureList(bad, incompatNames))
+		return unsupportedf("writing with %s", bad.String())
 	}
 	if bad := sb.roCompat() &^ writableRoCompat; bad != 0 {
-		return unsupportedf("writing with %s", featureList(bad, roCompatNames))
+		return unsupportedf("writing with %s", bad.String())
 	}
 	if cs := sb.b[sbChecksumType]; sb.metadataCsum() && cs != 1 {
 		return unsupportedf("checksum type %d", cs)

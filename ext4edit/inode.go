@@ -283,8 +283,7 @@ func (img *Image) inodeLoc(ino uint32) (uint64, uint32, error) {
 	if ino == 0 || ino > img.sb.inodesCount() {
 		return 0, 0, corruptf("inode number %d out of range", ino)
 	}
-	g := (ino - 1) / img.ipg
-	idx := (ino - 1) % img.ipg
+	g, idx := img.inodeGroup(ino)
 	off := uint64(idx) * uint64(img.inodeSize)
 	return img.gd(g).inodeTable() + off/uint64(img.bs), uint32(off % uint64(img.bs)), nil
 }
@@ -296,8 +295,7 @@ func (img *Image) inodeInitialized(ino uint32) bool {
 	if !img.sb.groupCsums() {
 		return true
 	}
-	g := (ino - 1) / img.ipg
-	idx := (ino - 1) % img.ipg
+	g, idx := img.inodeGroup(ino)
 	if img.inodeUninit(g) {
 		return false
 	}
@@ -445,7 +443,7 @@ func (img *Image) zeroInodeSlot(g, idx uint32) error {
 func (img *Image) newInode(parent uint32, mode uint16) (*inode, error) {
 	goal := uint32(0)
 	if parent > 0 {
-		goal = (parent - 1) / img.ipg
+		goal = img.groupOfInode(parent)
 	}
 	ino, err := img.allocInode(goal, mode&sIFMT == sIFDIR)
 	if err != nil {

@@ -428,7 +428,7 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 		if lb.blk == sbBlk {
 			data = append([]byte(nil), data...)
 			sb := superblock{data[sbOff : sbOff+superblockSize]}
-			put32(sb.b, sbFeatureIncompat, sb.incompat()|incompatRecover)
+			sb.setIncompat(sb.incompat()|incompatRecover)
 			sb.updateChecksum()
 		}
 		if err := img.writeRaw(lb.blk, data); err != nil {
@@ -461,15 +461,6 @@ func (img *Image) emptyJournal(j *journal, next uint32) error {
 	return img.dev.Sync()
 }
 
-// superblockBlock is the block holding the primary superblock and the
-// superblock's offset inside it.
-func (img *Image) superblockBlock() (uint64, int) {
-	if img.bs == 1024 {
-		return 1, 0
-	}
-	return 0, superblockOffset
-}
-
 // setRecoverFlag sets or clears needs_recovery in the on-disk primary
 // superblock, leaving every other byte as it is on disk.
 func (img *Image) setRecoverFlag(on bool) error {
@@ -482,7 +473,7 @@ func (img *Image) setRecoverFlag(on bool) error {
 	if on {
 		f |= incompatRecover
 	}
-	put32(b, sbFeatureIncompat, f)
+	sb.setIncompat(f)
 	sb.updateChecksum()
 	_, err := img.dev.WriteAt(b, img.off+superblockOffset)
 	return err

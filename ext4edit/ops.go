@@ -278,7 +278,7 @@ func (img *Image) WriteFile(name string, data []byte, perm fs.FileMode) error {
 
 // dataGoal is where a file's data should go: its inode's group.
 func (img *Image) dataGoal(in *inode) uint64 {
-	return img.groupFirstBlock((in.ino - 1) / img.ipg)
+	return img.groupFirstBlock(img.groupOfInode(in.ino))
 }
 
 // Symlink creates newname as a symbolic link to target.

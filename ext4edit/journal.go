@@ -428,7 +428,7 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 		if lb.blk == sbBlk {
 			data = append([]byte(nil), data...)
 			sb := superblock{data[sbOff : sbOff+superblockSize]}
-			sb.setIncompat(sb.incompat()|incompatRecover)
+			sb.setIncompat(sb.incompat() | incompatRecover)
 			sb.updateChecksum()
 		}
 		if err := img.writeRaw(lb.blk, data); err != nil {

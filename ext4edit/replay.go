@@ -214,7 +214,7 @@ func (img *Image) replay() error {
 // into the file (the replay is then done in memory only).
 func (img *Image) writeRefusalBesidesRecovery() error {
 	saved := img.sb.incompat()
-	img.sb.setIncompat(saved&^incompatRecover)
+	img.sb.setIncompat(saved &^ incompatRecover)
 	err := img.writePolicy()
 	img.sb.setIncompat(saved)
 	return err

@@ -63,16 +63,20 @@ const (
 // superblock wraps the raw 1024 bytes.
 type superblock struct{ b []byte }
 
-func (s superblock) inodesCount() uint32       { return le32(s.b, sbInodesCount) }
-func (s superblock) firstDataBlock() uint32    { return le32(s.b, sbFirstDataBlock) }
-func (s superblock) blocksPerGroup() uint32    { return le32(s.b, sbBlocksPerGroup) }
-func (s superblock) inodesPerGroup() uint32    { return le32(s.b, sbInodesPerGroup) }
-func (s superblock) compat() compatFeatures     { return compatFeatures(le32(s.b, sbFeatureCompat)) }
-func (s superblock) incompat() incompatFeatures { return incompatFeatures(le32(s.b, sbFeatureIncompat)) }
-func (s superblock) roCompat() roCompatFeatures { return roCompatFeatures(le32(s.b, sbFeatureRoCompat)) }
-func (s superblock) revLevel() uint32           { return le32(s.b, sbRevLevel) }
-func (s superblock) uuid() []byte               { return s.b[sbUUID : sbUUID+16] }
-func (s superblock) state() uint16              { return le16(s.b, sbState) }
+func (s superblock) inodesCount() uint32    { return le32(s.b, sbInodesCount) }
+func (s superblock) firstDataBlock() uint32 { return le32(s.b, sbFirstDataBlock) }
+func (s superblock) blocksPerGroup() uint32 { return le32(s.b, sbBlocksPerGroup) }
+func (s superblock) inodesPerGroup() uint32 { return le32(s.b, sbInodesPerGroup) }
+func (s superblock) compat() compatFeatures { return compatFeatures(le32(s.b, sbFeatureCompat)) }
+func (s superblock) incompat() incompatFeatures {
+	return incompatFeatures(le32(s.b, sbFeatureIncompat))
+}
+func (s superblock) roCompat() roCompatFeatures {
+	return roCompatFeatures(le32(s.b, sbFeatureRoCompat))
+}
+func (s superblock) revLevel() uint32 { return le32(s.b, sbRevLevel) }
+func (s superblock) uuid() []byte     { return s.b[sbUUID : sbUUID+16] }
+func (s superblock) state() uint16    { return le16(s.b, sbState) }
 
 func (s superblock) hasCompat(f compatFeatures) bool     { return s.compat().has(f) }
 func (s superblock) hasIncompat(f incompatFeatures) bool { return s.incompat().has(f) }

@@ -77,7 +77,7 @@ func (img *Image) blockBitmapW(g uint32) ([]byte, error) {
 			setBits(buf, nblk, uint64(img.bs)*8)
 		}
 	}
-	img.blockBitmapDirty[g] = true
+	img.dirty.blockBitmaps[g] = true
 	img.gdW(g)
 	return buf, nil
 }
@@ -125,7 +125,7 @@ func (img *Image) inodeBitmapW(g uint32) ([]byte, error) {
 	if !testBit(buf, uint64(img.bs)*8-1) {
 		setBits(buf, uint64(img.ipg), uint64(img.bs)*8)
 	}
-	img.inodeBitmapDirty[g] = true
+	img.dirty.inodeBitmaps[g] = true
 	img.gdW(g)
 	return buf, nil
 }
@@ -240,7 +240,7 @@ func (img *Image) allocInGroup(g uint32, from, n uint64) ([]blockRun, error) {
 	d := img.gd(g)
 	var runs []blockRun
 	// Bits below the hint are in use: start there when from is lower.
-	hint := uint64(img.blockHint[g])
+	hint := uint64(img.hints.block[g])
 	i := max(from, hint)
 	for i < limit && n > 0 {
 		// Skip full words and bytes quickly.
@@ -300,17 +300,17 @@ func (img *Image) allocInGroup(g uint32, from, n uint64) ([]blockRun, error) {
 
 // setBlockHint records that group g's bits below i are in use.
 func (img *Image) setBlockHint(g uint32, i uint64) {
-	if img.blockHint == nil {
-		img.blockHint = map[uint32]uint32{}
+	if img.hints.block == nil {
+		img.hints.block = map[uint32]uint32{}
 	}
-	img.blockHint[g] = uint32(i)
+	img.hints.block[g] = uint32(i)
 }
 
 // forgetAllocHints drops the allocation hints (bits they cover may be
 // free again: a rollback, frees returning to the bitmaps).
 func (img *Image) forgetAllocHints() {
-	clear(img.blockHint)
-	clear(img.inodeHint)
+	clear(img.hints.block)
+	clear(img.hints.inode)
 }
 
 // checkNotMeta is a last guard: a run the bitmap calls free must not cover
@@ -331,20 +331,20 @@ func (img *Image) freeBlocks(start, n uint64) {
 	if n == 0 {
 		return
 	}
-	img.pendingFree = append(img.pendingFree, blockRun{start, n})
+	img.pending.blocks = append(img.pending.blocks, blockRun{start, n})
 }
 
 // applyPendingFrees releases the session's unlinked inodes and returns
 // the released blocks to the bitmaps.
 func (img *Image) applyPendingFrees() error {
 	img.forgetAllocHints()
-	for _, ino := range img.pendingInodeFrees {
+	for _, ino := range img.pending.inodes {
 		if err := img.freeInode(ino); err != nil {
 			return err
 		}
 	}
-	img.pendingInodeFrees = img.pendingInodeFrees[:0]
-	for _, r := range img.pendingFree {
+	img.pending.inodes = img.pending.inodes[:0]
+	for _, r := range img.pending.blocks {
 		for b := r.start; b < r.start+r.len; {
 			if b < uint64(img.firstDataBlock) || b >= img.blocksCount {
 				return fmt.Errorf("internal error: freeing block %d outside the filesystem", b)
@@ -369,7 +369,7 @@ func (img *Image) applyPendingFrees() error {
 			img.sb.setFreeBlocksCount(img.sb.freeBlocksCount() + uint64(cnt))
 		}
 	}
-	img.pendingFree = img.pendingFree[:0]
+	img.pending.blocks = img.pending.blocks[:0]
 	return nil
 }
 
@@ -388,7 +388,7 @@ func (img *Image) allocInode(goal uint32, dir bool) (uint32, error) {
 			return 0, err
 		}
 		// Inodes below the hint are in use.
-		hint := img.inodeHint[g]
+		hint := img.hints.inode[g]
 		idx := firstZero(bm, uint64(hint), uint64(img.ipg))
 		if idx < 0 {
 			return 0, corruptf("group %d inode bitmap full but free count %d", g, img.gd(g).freeInodes())
@@ -400,10 +400,10 @@ func (img *Image) allocInode(goal uint32, dir bool) (uint32, error) {
 		if err := img.claimInode(g, uint32(idx), dir); err != nil {
 			return 0, err
 		}
-		if img.inodeHint == nil {
-			img.inodeHint = map[uint32]uint32{}
+		if img.hints.inode == nil {
+			img.hints.inode = map[uint32]uint32{}
 		}
-		img.inodeHint[g] = uint32(idx) + 1
+		img.hints.inode[g] = uint32(idx) + 1
 		return uint32(ino), nil
 	}
 	return 0, fmt.Errorf("%w: no free inodes", ErrNoSpace)
@@ -472,7 +472,7 @@ func (img *Image) releaseInode(ino uint32, dir bool) error {
 		return corruptf("freeing inode %d that is already free", ino)
 	}
 	clearBit(bm, uint64(idx))
-	delete(img.inodeHint, g)
+	delete(img.hints.inode, g)
 	d := img.gdW(g)
 	d.setFreeInodes(d.freeInodes() + 1)
 	if dir && d.usedDirs() > 0 {
@@ -486,19 +486,19 @@ func (img *Image) releaseInode(ino uint32, dir bool) error {
 // group changed since the last commit.
 func (img *Image) finishGroups() {
 	// A group whose change was rolled back has no dirty bitmap left.
-	for g := range img.blockBitmapDirty {
+	for g := range img.dirty.blockBitmaps {
 		if b, ok := img.cache.blocks[img.gd(g).blockBitmap()]; ok && b.dirty && img.sb.metadataCsum() {
 			img.gdW(g).setBlockBitmapCsum(crc32cRaw(img.csumSeed, b.data[:img.bpg/8]))
 		}
 	}
-	for g := range img.inodeBitmapDirty {
+	for g := range img.dirty.inodeBitmaps {
 		if b, ok := img.cache.blocks[img.gd(g).inodeBitmap()]; ok && b.dirty && img.sb.metadataCsum() {
 			img.gdW(g).setInodeBitmapCsum(crc32cRaw(img.csumSeed, b.data[:img.ipg/8]))
 		}
 	}
-	clear(img.blockBitmapDirty)
-	clear(img.inodeBitmapDirty)
-	for g := range img.gdtDirty {
+	clear(img.dirty.blockBitmaps)
+	clear(img.dirty.inodeBitmaps)
+	for g := range img.dirty.gdt {
 		d := img.gd(g)
 		if img.sb.groupCsums() {
 			put16(d.b, bgChecksum, d.checksum(img.sb, img.csumSeed, g, nil))
@@ -549,4 +549,10 @@ func setBits(b []byte, from, to uint64) {
 	for ; from < to; from++ {
 		setBit(b, from)
 	}
+}
+
+// blockRun is a run of contiguous blocks.
+type blockRun struct {
+	start uint64
+	len   uint64
 }

@@ -153,17 +153,12 @@ func (img *Image) gd(g uint32) groupDesc {
 // kept for rollback of the current operation and the group is marked dirty.
 func (img *Image) gdW(g uint32) groupDesc {
 	d := img.gd(g)
-	img.opTouched = true
-	if img.opActive {
-		if _, ok := img.gdUndo[g]; !ok {
-			img.gdUndo[g] = gdUndoRec{old: append([]byte(nil), d.b...), dirty: img.gdtDirty[g]}
+	img.undo.touched = true
+	if img.undo.active {
+		if _, ok := img.undo.gd[g]; !ok {
+			img.undo.gd[g] = gdUndoRec{old: append([]byte(nil), d.b...), dirty: img.dirty.gdt[g]}
 		}
 	}
-	img.gdtDirty[g] = true
+	img.dirty.gdt[g] = true
 	return d
-}
-
-type gdUndoRec struct {
-	old   []byte
-	dirty bool
 }

@@ -531,7 +531,7 @@ func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 		}
 	}
 	for grp := uint32(0); grp < groups; grp++ {
-		img.gdtDirty[grp] = true // every descriptor gets its checksum
+		img.dirty.gdt[grp] = true // every descriptor gets its checksum
 	}
 	if err := img.commit(); err != nil {
 		return err

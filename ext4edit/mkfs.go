@@ -300,12 +300,12 @@ func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 	put32(sb.b, sbClustersPerGroup, g.bpg)
 	put32(sb.b, sbInodesPerGroup, g.ipg)
 	setSbTime(sb.b, sbWtime, sbWtimeHi, t)
-	put16(sb.b, 0x36, 0xFFFF) // s_max_mnt_count: -1, no forced checks
+	put16(sb.b, sbMaxMntCount, 0xFFFF) // -1: no forced checks
 	put16(sb.b, sbMagic, ext4Magic)
-	put16(sb.b, sbState, 1)         // cleanly unmounted
-	put16(sb.b, 0x3C, 1)            // s_errors: continue
-	setSbTime(sb.b, 0x40, 0x277, t) // s_lastcheck, s_lastcheck_hi
-	put32(sb.b, sbRevLevel, 1)      // dynamic inode sizes
+	put16(sb.b, sbState, 1)  // cleanly unmounted
+	put16(sb.b, sbErrors, 1) // continue
+	setSbTime(sb.b, sbLastcheck, sbLastcheckHi, t)
+	put32(sb.b, sbRevLevel, 1) // dynamic inode sizes
 	put32(sb.b, sbFirstIno, 11)
 	put16(sb.b, sbInodeSize, uint16(g.inodeSize))
 	compat := compatExtAttr | compatDirIndex
@@ -323,8 +323,8 @@ func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 	}
 	sb.b[sbDefHashVersion] = hashHalfMD4
 	put16(sb.b, sbDescSize, mkfsDescSize)
-	put32(sb.b, 0x100, 0x000C)       // s_default_mount_opts: user_xattr, acl
-	setSbTime(sb.b, 0x108, 0x276, t) // s_mkfs_time, s_mkfs_time_hi
+	put32(sb.b, sbDefaultMountOpts, 0x000C) // user_xattr, acl
+	setSbTime(sb.b, sbMkfsTime, sbMkfsTimeHi, t)
 	put16(sb.b, sbMinExtraIsize, extraIsizeDefault)
 	put16(sb.b, sbWantExtraIsize, extraIsizeDefault)
 	put32(sb.b, sbFlags, sbFlagSignedHash) // what mke2fs sets on x86
@@ -542,7 +542,7 @@ func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 			continue
 		}
 		cp := append([]byte(nil), img.sb.b...)
-		put16(cp, 0x5A, uint16(grp)) // s_block_group_nr
+		put16(cp, sbBlockGroupNr, uint16(grp))
 		superblock{cp}.updateChecksum()
 		// A backup sits at the very start of its group's first block,
 		// the table right after it.
@@ -579,18 +579,17 @@ func (img *Image) mkJournal(o *MkfsOptions, uuid [16]byte) error {
 		return err
 	}
 	jsb := make([]byte, img.bs)
-	be := binary.BigEndian
-	be.PutUint32(jsb[0x0:], 0xC03B3998) // h_magic
-	be.PutUint32(jsb[0x4:], 4)          // h_blocktype: superblock v2
-	be.PutUint32(jsb[0x8:], 0)          // h_sequence
-	be.PutUint32(jsb[0xC:], img.bs)     // s_blocksize
-	be.PutUint32(jsb[0x10:], n)         // s_maxlen
-	be.PutUint32(jsb[0x14:], 1)         // s_first
-	be.PutUint32(jsb[0x18:], 1)         // s_sequence
-	be.PutUint32(jsb[0x1C:], 0)         // s_start: empty
-	copy(jsb[0x30:], uuid[:])           // s_uuid
-	be.PutUint32(jsb[0x40:], 1)         // s_nr_users
-	copy(jsb[0x100:], uuid[:])          // s_users[0]
+	be.PutUint32(jsb[jhMagic:], jMagic)
+	be.PutUint32(jsb[jhBlocktype:], jbtSuperV2)
+	be.PutUint32(jsb[jhSequence:], 0)
+	be.PutUint32(jsb[jsBlocksize:], img.bs)
+	be.PutUint32(jsb[jsMaxlen:], n)
+	be.PutUint32(jsb[jsFirst:], 1)
+	be.PutUint32(jsb[jsSequence:], 1)
+	be.PutUint32(jsb[jsStart:], 0) // empty
+	copy(jsb[jsUUID:], uuid[:])
+	be.PutUint32(jsb[jsNrUsers:], 1)
+	copy(jsb[jsUsers:], uuid[:]) // s_users[0]
 	if err := img.writeData(runs[0].start, jsb); err != nil {
 		return err
 	}
@@ -621,20 +620,17 @@ func (img *Image) mkJournal(o *MkfsOptions, uuid [16]byte) error {
 	put32(img.sb.b, sbJournalInum, journalIno)
 	// s_jnl_blocks: a backup of i_block and the size, for e2fsck.
 	for i := 0; i < 15; i++ {
-		put32(img.sb.b, 0x10C+4*i, le32(in.iblock(), 4*i))
+		put32(img.sb.b, sbJnlBlocks+4*i, le32(in.iblock(), 4*i))
 	}
-	put32(img.sb.b, 0x10C+4*15, uint32(in.size()>>32))
-	put32(img.sb.b, 0x10C+4*16, uint32(in.size()))
-	img.sb.b[0xFD] = 1 // s_jnl_backup_type: EXT3_JNL_BACKUP_BLOCKS
+	put32(img.sb.b, sbJnlBlocks+4*15, uint32(in.size()>>32))
+	put32(img.sb.b, sbJnlBlocks+4*16, uint32(in.size()))
+	img.sb.b[sbJnlBackupType] = 1 // EXT3_JNL_BACKUP_BLOCKS
 	return nil
 }
 
-// sbWtimeHi is s_wtime_hi: the superblock's times are unsigned 32-bit
-// seconds with a high byte each (ext4_update_tstamp).
-const sbWtimeHi = 0x274
-
 // setSbTime stores t in a superblock time field (lo at off, hi byte at
-// hiOff): unsigned, so a time before 1970 is stored as the epoch.
+// hiOff: the superblock's times are unsigned 32-bit seconds with a high
+// byte each, ext4_update_tstamp): unsigned, so a time before 1970 is stored as the epoch.
 func setSbTime(b []byte, off, hiOff int, t time.Time) {
 	sec := uint64(max(t.Unix(), 0))
 	put32(b, off, uint32(sec))

@@ -264,14 +264,10 @@ func (img *Image) checkJournalClean() error {
 	if err := img.readBlock(blk, buf); err != nil {
 		return err
 	}
-	const jbd2Magic = 0xC03B3998
-	be32 := func(off int) uint32 {
-		return uint32(buf[off])<<24 | uint32(buf[off+1])<<16 | uint32(buf[off+2])<<8 | uint32(buf[off+3])
+	if m := be.Uint32(buf[jhMagic:]); m != jMagic {
+		return corruptf("journal superblock magic 0x%08x", m)
 	}
-	if be32(0) != jbd2Magic {
-		return corruptf("journal superblock magic 0x%08x", be32(0))
-	}
-	if be32(0x1C) != 0 { // s_start: first log block, 0 when the journal is empty
+	if be.Uint32(buf[jsStart:]) != 0 { // the log's first block, 0 when the journal is empty
 		return fmt.Errorf("%w: the journal is not empty (mount and unmount it, or run e2fsck -fy, first)", ErrNeedsRecovery)
 	}
 	return nil

@@ -23,11 +23,15 @@ const (
 	sbClustersPerGroup  = 0x24  // __le32 s_clusters_per_group
 	sbInodesPerGroup    = 0x28  // __le32 s_inodes_per_group
 	sbWtime             = 0x30  // __le32 s_wtime
+	sbMaxMntCount       = 0x36  // __le16 s_max_mnt_count
 	sbMagic             = 0x38  // __le16 s_magic
 	sbState             = 0x3A  // __le16 s_state (1 = cleanly unmounted, 2 = errors)
+	sbErrors            = 0x3C  // __le16 s_errors (1 = continue)
+	sbLastcheck         = 0x40  // __le32 s_lastcheck
 	sbRevLevel          = 0x4C  // __le32 s_rev_level (0 = good old, 1 = dynamic)
 	sbFirstIno          = 0x54  // __le32 s_first_ino
 	sbInodeSize         = 0x58  // __le16 s_inode_size
+	sbBlockGroupNr      = 0x5A  // __le16 s_block_group_nr (of a backup copy)
 	sbFeatureCompat     = 0x5C  // __le32 s_feature_compat
 	sbFeatureIncompat   = 0x60  // __le32 s_feature_incompat
 	sbFeatureRoCompat   = 0x64  // __le32 s_feature_ro_compat
@@ -39,8 +43,12 @@ const (
 	sbLastOrphan        = 0xE8  // __le32 s_last_orphan
 	sbHashSeed          = 0xEC  // __le32 s_hash_seed[4]
 	sbDefHashVersion    = 0xFC  // __u8 s_def_hash_version
+	sbJnlBackupType     = 0xFD  // __u8 s_jnl_backup_type (1 = EXT3_JNL_BACKUP_BLOCKS)
 	sbDescSize          = 0xFE  // __le16 s_desc_size
+	sbDefaultMountOpts  = 0x100 // __le32 s_default_mount_opts
 	sbFirstMetaBg       = 0x104 // __le32 s_first_meta_bg
+	sbMkfsTime          = 0x108 // __le32 s_mkfs_time
+	sbJnlBlocks         = 0x10C // __le32 s_jnl_blocks[17]: i_block[15], i_size_high, i_size
 	sbBlocksCountHi     = 0x150 // __le32 s_blocks_count_hi
 	sbRBlocksCountHi    = 0x154 // __le32 s_r_blocks_count_hi
 	sbFreeBlocksCountHi = 0x158 // __le32 s_free_blocks_count_hi
@@ -51,6 +59,9 @@ const (
 	sbChecksumType      = 0x175 // __u8 s_checksum_type (1 = crc32c)
 	sbBackupBgs         = 0x24C // __le32 s_backup_bgs[2] (sparse_super2)
 	sbChecksumSeed      = 0x270 // __le32 s_checksum_seed (csum_seed feature)
+	sbWtimeHi           = 0x274 // __u8 s_wtime_hi
+	sbMkfsTimeHi        = 0x276 // __u8 s_mkfs_time_hi
+	sbLastcheckHi       = 0x277 // __u8 s_lastcheck_hi
 	sbChecksum          = 0x3FC // __le32 s_checksum
 )
 

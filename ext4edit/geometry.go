@@ -139,9 +139,6 @@ func (g *geometry) groupBlocks(n uint32) uint32 {
 	return g.bpg
 }
 
-// itableBytes is the size of one group's inode table in use.
-func (g *geometry) itableBytes() uint64 { return uint64(g.ipg) * uint64(g.inodeSize) }
-
 // isPowerOf reports whether n is a power of base (1 counts: base^0).
 func isPowerOf(n, base uint32) bool {
 	for n > 1 {

@@ -168,7 +168,7 @@ func (img *Image) allocBlocks(goal uint64, n uint64) ([]blockRun, error) {
 	if img.freeBlocksTotal() < n {
 		return nil, fmt.Errorf("%w: %d blocks needed, %d free", ErrNoSpace, n, img.freeBlocksTotal())
 	}
-	if goal < uint64(img.firstDataBlock) || goal >= img.blocksCount {
+	if !img.inFS(goal) {
 		goal = uint64(img.firstDataBlock)
 	}
 	startG := img.blockGroup(goal)
@@ -346,7 +346,7 @@ func (img *Image) applyPendingFrees() error {
 	img.pending.inodes = img.pending.inodes[:0]
 	for _, r := range img.pending.blocks {
 		for b := r.start; b < r.start+r.len; {
-			if b < uint64(img.firstDataBlock) || b >= img.blocksCount {
+			if !img.inFS(b) {
 				return fmt.Errorf("internal error: freeing block %d outside the filesystem", b)
 			}
 			g := img.blockGroup(b)

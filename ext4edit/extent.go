@@ -59,7 +59,7 @@ func (img *Image) setExtentCsum(in *inode, b []byte) {
 
 // readExtentNode reads a non-root tree block and validates it.
 func (img *Image) readExtentNode(in *inode, blk uint64, depth int) ([]byte, error) {
-	if blk < uint64(img.firstDataBlock) || blk >= img.blocksCount {
+	if !img.inFS(blk) {
 		return nil, corruptf("inode %d extent node at block %d outside the filesystem", in.ino, blk)
 	}
 	b, err := img.cache.get(blk)

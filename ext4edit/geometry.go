@@ -113,6 +113,18 @@ func itableBlocksFor(ipg, inodeSize, bs uint32) uint32 {
 // bytes is the filesystem's size in bytes (fits an int64: newGeometry).
 func (g *geometry) bytes() int64 { return int64(g.blocksCount) * int64(g.bs) }
 
+// inFS reports whether blk is a block of the filesystem (not below
+// s_first_data_block, not past the end).
+func (g *geometry) inFS(blk uint64) bool {
+	return blk >= uint64(g.firstDataBlock) && blk < g.blocksCount
+}
+
+// runInFS reports whether the n blocks from start all lie in the
+// filesystem (checked: no sum of on-disk values wraps).
+func (g *geometry) runInFS(start, n uint64) bool {
+	return start >= uint64(g.firstDataBlock) && start <= g.blocksCount && n <= g.blocksCount-start
+}
+
 // blockGroup is the group holding block blk (blk >= firstDataBlock).
 func (g *geometry) blockGroup(blk uint64) uint32 {
 	return uint32((blk - uint64(g.firstDataBlock)) / uint64(g.bpg))

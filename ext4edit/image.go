@@ -135,7 +135,7 @@ const writebackMin = 256 << 10
 // and were allocated by the current operation.
 func (img *Image) writeData(start uint64, p []byte) error {
 	n := (uint64(len(p)) + uint64(img.bs) - 1) / uint64(img.bs)
-	if start < uint64(img.firstDataBlock) || start+n > img.blocksCount {
+	if !img.runInFS(start, n) {
 		return fmt.Errorf("internal error: data write to blocks %d+%d outside the filesystem", start, n)
 	}
 	for b := start; b < start+n; b++ {

@@ -153,7 +153,7 @@ func (img *Image) load(limit int64) error {
 	img.gdt = bigBuffer(int(img.gdtBlocks)*int(img.bs), img)
 	if !sb.hasIncompat(incompatMetaBG) && img.overlay == nil {
 		// The table is contiguous after the superblock: one read.
-		first := uint64(img.firstDataBlock) + 1
+		first := img.descBlock(0)
 		if first+uint64(img.gdtBlocks) > img.blocksCount {
 			return corruptf("descriptor table runs past the end")
 		}
@@ -176,7 +176,7 @@ func (img *Image) load(limit int64) error {
 			return corruptf("group %d descriptor checksum mismatch", g)
 		}
 		for _, b := range []uint64{d.blockBitmap(), d.inodeBitmap(), d.inodeTable()} {
-			if b < uint64(img.firstDataBlock) || b >= img.blocksCount {
+			if !img.inFS(b) {
 				return corruptf("group %d descriptor points at block %d outside the filesystem", g, b)
 			}
 		}

@@ -69,12 +69,21 @@ func TestStaleUninitFlags(t *testing.T) {
 			// Enough inodes to fill group 0 and spill into the groups
 			// flagged INODE_UNINIT.
 			n := 0
+			var maxIno uint32
 			for i := 0; n < 400; i++ {
 				d := fmt.Sprintf("/d%d", i)
 				require.NoError(t, im.Mkdir(d, 0o755))
 				require.NoError(t, im.WriteFile(d+"/f", []byte(d), 0o644))
 				n += 2
+				for _, p := range []string{d, d + "/f"} {
+					fi, err := im.Lstat(p)
+					require.NoError(t, err)
+					maxIno = max(maxIno, fi.Sys().(*ext4edit.InodeInfo).Ino)
+				}
 			}
+			ipg, ok := testimg.HeaderField(testimg.Dumpe2fs(t, img, true), "Inodes per group")
+			require.True(t, ok)
+			require.Greater(t, uint64(maxIno), ipg, "new inodes must reach a group flagged INODE_UNINIT")
 			require.NoError(t, im.Close())
 			testimg.RequireClean(t, img)
 			require.Equal(t, "/d199", string(testimg.Cat(t, img, "/d199/f")))

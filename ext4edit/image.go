@@ -46,7 +46,7 @@ type Image struct {
 	wb      dataWriteback
 	files   openFileSet
 
-	genCounter uint32 // the next i_generation handed out
+	genCounter uint32 // inodes created this session: feeds nextGeneration
 }
 
 // dirtySet is what changed since the last commit outside the block

@@ -48,6 +48,15 @@ func (img *Image) blockBitmap(g uint32) ([]byte, error) {
 		img.cache.clean--
 		return nil, corruptf("group %d block bitmap (block %d) checksum mismatch", g, blk)
 	}
+	if !cached && img.gd(g).flags()&bgBlockUninit != 0 {
+		// BLOCK_UNINIT without group checksums (uninit_bg turned off):
+		// the flag does not count, but the bitmap on disk may never have
+		// been written and show the group's superblock backup and
+		// descriptor blocks free. Metadata is in use whatever the bitmap
+		// says: it is never handed out.
+		first := img.groupFirstBlock(g)
+		img.groupMetadata(g, func(b uint64) { setBit(buf, b-first) })
+	}
 	return buf, nil
 }
 
@@ -60,11 +69,15 @@ func (img *Image) blockBitmapW(g uint32) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if img.blockUninit(g) {
+	if img.gd(g).flags()&bgBlockUninit != 0 {
+		// Written now, the bitmap is initialised whatever the features.
 		d := img.gdW(g)
 		d.setFlags(d.flags() &^ bgBlockUninit)
+		if nblk := uint64(img.groupBlocks(g)); nblk < uint64(img.bs)*8 && !testBit(buf, uint64(img.bs)*8-1) {
+			setBits(buf, nblk, uint64(img.bs)*8)
+		}
 	}
-	img.blockBitmapDirty[g] = true
+	img.dirty.blockBitmaps[g] = true
 	img.gdW(g)
 	return buf, nil
 }
@@ -106,7 +119,13 @@ func (img *Image) inodeBitmapW(g uint32) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	img.inodeBitmapDirty[g] = true
+	// The bits past the group's inodes must read as used. A bitmap the
+	// kernel never initialised (INODE_UNINIT left behind when uninit_bg
+	// was turned off) has them clear: e2fsck wants them set.
+	if !testBit(buf, uint64(img.bs)*8-1) {
+		setBits(buf, uint64(img.ipg), uint64(img.bs)*8)
+	}
+	img.dirty.inodeBitmaps[g] = true
 	img.gdW(g)
 	return buf, nil
 }
@@ -149,10 +168,10 @@ func (img *Image) allocBlocks(goal uint64, n uint64) ([]blockRun, error) {
 	if img.freeBlocksTotal() < n {
 		return nil, fmt.Errorf("%w: %d blocks needed, %d free", ErrNoSpace, n, img.freeBlocksTotal())
 	}
-	if goal < uint64(img.firstDataBlock) || goal >= img.blocksCount {
+	if !img.inFS(goal) {
 		goal = uint64(img.firstDataBlock)
 	}
-	startG := uint32((goal - uint64(img.firstDataBlock)) / uint64(img.bpg))
+	startG := img.blockGroup(goal)
 	var runs []blockRun
 	for i := uint32(0); i <= img.groupCount && n > 0; i++ {
 		g := (startG + i) % img.groupCount
@@ -221,7 +240,7 @@ func (img *Image) allocInGroup(g uint32, from, n uint64) ([]blockRun, error) {
 	d := img.gd(g)
 	var runs []blockRun
 	// Bits below the hint are in use: start there when from is lower.
-	hint := uint64(img.blockHint[g])
+	hint := uint64(img.hints.block[g])
 	i := max(from, hint)
 	for i < limit && n > 0 {
 		// Skip full words and bytes quickly.
@@ -281,17 +300,17 @@ func (img *Image) allocInGroup(g uint32, from, n uint64) ([]blockRun, error) {
 
 // setBlockHint records that group g's bits below i are in use.
 func (img *Image) setBlockHint(g uint32, i uint64) {
-	if img.blockHint == nil {
-		img.blockHint = map[uint32]uint32{}
+	if img.hints.block == nil {
+		img.hints.block = map[uint32]uint32{}
 	}
-	img.blockHint[g] = uint32(i)
+	img.hints.block[g] = uint32(i)
 }
 
 // forgetAllocHints drops the allocation hints (bits they cover may be
 // free again: a rollback, frees returning to the bitmaps).
 func (img *Image) forgetAllocHints() {
-	clear(img.blockHint)
-	clear(img.inodeHint)
+	clear(img.hints.block)
+	clear(img.hints.inode)
 }
 
 // checkNotMeta is a last guard: a run the bitmap calls free must not cover
@@ -312,25 +331,25 @@ func (img *Image) freeBlocks(start, n uint64) {
 	if n == 0 {
 		return
 	}
-	img.pendingFree = append(img.pendingFree, blockRun{start, n})
+	img.pending.blocks = append(img.pending.blocks, blockRun{start, n})
 }
 
 // applyPendingFrees releases the session's unlinked inodes and returns
 // the released blocks to the bitmaps.
 func (img *Image) applyPendingFrees() error {
 	img.forgetAllocHints()
-	for _, ino := range img.pendingInodeFrees {
+	for _, ino := range img.pending.inodes {
 		if err := img.freeInode(ino); err != nil {
 			return err
 		}
 	}
-	img.pendingInodeFrees = img.pendingInodeFrees[:0]
-	for _, r := range img.pendingFree {
+	img.pending.inodes = img.pending.inodes[:0]
+	for _, r := range img.pending.blocks {
 		for b := r.start; b < r.start+r.len; {
-			if b < uint64(img.firstDataBlock) || b >= img.blocksCount {
+			if !img.inFS(b) {
 				return fmt.Errorf("internal error: freeing block %d outside the filesystem", b)
 			}
-			g := uint32((b - uint64(img.firstDataBlock)) / uint64(img.bpg))
+			g := img.blockGroup(b)
 			first := img.groupFirstBlock(g)
 			end := min(r.start+r.len, first+uint64(img.groupBlocks(g)))
 			bm, err := img.blockBitmapW(g)
@@ -350,7 +369,7 @@ func (img *Image) applyPendingFrees() error {
 			img.sb.setFreeBlocksCount(img.sb.freeBlocksCount() + uint64(cnt))
 		}
 	}
-	img.pendingFree = img.pendingFree[:0]
+	img.pending.blocks = img.pending.blocks[:0]
 	return nil
 }
 
@@ -369,7 +388,7 @@ func (img *Image) allocInode(goal uint32, dir bool) (uint32, error) {
 			return 0, err
 		}
 		// Inodes below the hint are in use.
-		hint := img.inodeHint[g]
+		hint := img.hints.inode[g]
 		idx := firstZero(bm, uint64(hint), uint64(img.ipg))
 		if idx < 0 {
 			return 0, corruptf("group %d inode bitmap full but free count %d", g, img.gd(g).freeInodes())
@@ -381,10 +400,10 @@ func (img *Image) allocInode(goal uint32, dir bool) (uint32, error) {
 		if err := img.claimInode(g, uint32(idx), dir); err != nil {
 			return 0, err
 		}
-		if img.inodeHint == nil {
-			img.inodeHint = map[uint32]uint32{}
+		if img.hints.inode == nil {
+			img.hints.inode = map[uint32]uint32{}
 		}
-		img.inodeHint[g] = uint32(idx) + 1
+		img.hints.inode[g] = uint32(idx) + 1
 		return uint32(ino), nil
 	}
 	return 0, fmt.Errorf("%w: no free inodes", ErrNoSpace)
@@ -444,8 +463,7 @@ func firstZero(bm []byte, from, limit uint64) int64 {
 
 // releaseInode marks ino free.
 func (img *Image) releaseInode(ino uint32, dir bool) error {
-	g := (ino - 1) / img.ipg
-	idx := (ino - 1) % img.ipg
+	g, idx := img.inodeGroup(ino)
 	bm, err := img.inodeBitmapW(g)
 	if err != nil {
 		return err
@@ -454,7 +472,7 @@ func (img *Image) releaseInode(ino uint32, dir bool) error {
 		return corruptf("freeing inode %d that is already free", ino)
 	}
 	clearBit(bm, uint64(idx))
-	delete(img.inodeHint, g)
+	delete(img.hints.inode, g)
 	d := img.gdW(g)
 	d.setFreeInodes(d.freeInodes() + 1)
 	if dir && d.usedDirs() > 0 {
@@ -468,24 +486,56 @@ func (img *Image) releaseInode(ino uint32, dir bool) error {
 // group changed since the last commit.
 func (img *Image) finishGroups() {
 	// A group whose change was rolled back has no dirty bitmap left.
-	for g := range img.blockBitmapDirty {
+	for g := range img.dirty.blockBitmaps {
 		if b, ok := img.cache.blocks[img.gd(g).blockBitmap()]; ok && b.dirty && img.sb.metadataCsum() {
 			img.gdW(g).setBlockBitmapCsum(crc32cRaw(img.csumSeed, b.data[:img.bpg/8]))
 		}
 	}
-	for g := range img.inodeBitmapDirty {
+	for g := range img.dirty.inodeBitmaps {
 		if b, ok := img.cache.blocks[img.gd(g).inodeBitmap()]; ok && b.dirty && img.sb.metadataCsum() {
 			img.gdW(g).setInodeBitmapCsum(crc32cRaw(img.csumSeed, b.data[:img.ipg/8]))
 		}
 	}
-	clear(img.blockBitmapDirty)
-	clear(img.inodeBitmapDirty)
-	for g := range img.gdtDirty {
+	clear(img.dirty.blockBitmaps)
+	clear(img.dirty.inodeBitmaps)
+	for g := range img.dirty.gdt {
 		d := img.gd(g)
 		if img.sb.groupCsums() {
 			put16(d.b, bgChecksum, d.checksum(img.sb, img.csumSeed, g, nil))
 		}
 	}
+}
+
+// clearStaleLazyInit drops what uninit_bg left in the descriptors of a
+// filesystem that no longer has group checksums (tune2fs -O ^uninit_bg
+// keeps it): BLOCK_UNINIT, INODE_UNINIT and bg_itable_unused mean nothing
+// there to the kernel or to us, but e2fsck still reads bg_itable_unused
+// and would take inodes we allocate for ones in a group's unused area.
+// Every group is normalised as e2fsck would repair it, with the bitmaps
+// it implies written out (a BLOCK_UNINIT group's on-disk bitmap was never
+// written), so the committed filesystem reads the same to every reader.
+func (img *Image) clearStaleLazyInit() error {
+	for g := uint32(0); g < img.groupCount; g++ {
+		d := img.gd(g)
+		flags := d.flags() & (bgBlockUninit | bgInodeUninit)
+		if flags == 0 && d.itableUnused() == 0 {
+			continue
+		}
+		if flags&bgBlockUninit != 0 {
+			if _, err := img.blockBitmapW(g); err != nil {
+				return err
+			}
+		}
+		if flags&bgInodeUninit != 0 {
+			if _, err := img.inodeBitmapW(g); err != nil {
+				return err
+			}
+		}
+		d = img.gdW(g)
+		d.setFlags(d.flags() &^ (bgBlockUninit | bgInodeUninit))
+		d.setItableUnused(0)
+	}
+	return nil
 }
 
 // setBits sets bits [from, to), whole bytes at a time where it can.
@@ -499,4 +549,10 @@ func setBits(b []byte, from, to uint64) {
 	for ; from < to; from++ {
 		setBit(b, from)
 	}
+}
+
+// blockRun is a run of contiguous blocks.
+type blockRun struct {
+	start uint64
+	len   uint64
 }

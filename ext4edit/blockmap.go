@@ -38,7 +38,7 @@ func (img *Image) indirectPath(lblk uint64) (slot int, offs []uint64, err error)
 }
 
 func (img *Image) checkPtr(in *inode, p uint64) error {
-	if p < uint64(img.firstDataBlock) || p >= img.blocksCount {
+	if !img.inFS(p) {
 		return corruptf("inode %d block pointer %d outside the filesystem", in.ino, p)
 	}
 	return nil

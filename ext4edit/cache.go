@@ -164,8 +164,8 @@ func (c *blockCache) forget(blk uint64) error {
 }
 
 func (c *blockCache) saveUndo(blk uint64, b *cblock) {
-	c.img.opTouched = true
-	if !c.img.opActive {
+	c.img.undo.touched = true
+	if !c.img.undo.active {
 		return
 	}
 	if _, ok := c.undo[blk]; ok {

@@ -95,6 +95,9 @@ type fileReader struct {
 	exts   []fileExtent
 	inline []byte
 	pos    int64
+	// maxSize is the largest i_size the file's mapping allows here
+	// (maxFileSize): beyond it the size cannot be genuine.
+	maxSize uint64
 }
 
 // openReader opens the regular file name (following symlinks) for reading.
@@ -122,7 +125,7 @@ func (img *Image) newFileReader(in *inode) (*fileReader, error) {
 	if in.size() > 1<<62 {
 		return nil, corruptf("inode %d size %d", in.ino, in.size())
 	}
-	fr := &fileReader{img: img, size: int64(in.size())}
+	fr := &fileReader{img: img, size: int64(in.size()), maxSize: img.maxFileSize(in.hasExtents())}
 	if in.hasInlineData() {
 		data, err := img.readInline(in)
 		if err != nil {
@@ -142,6 +145,19 @@ func (img *Image) newFileReader(in *inode) (*fileReader, error) {
 }
 
 func (r *fileReader) Size() int64 { return r.size }
+
+// mappedBytes is how many bytes the file's mapping covers: what a file
+// of this size can hold without holes, a bound on disk that i_size is not.
+func (r *fileReader) mappedBytes() uint64 {
+	if r.inline != nil {
+		return uint64(len(r.inline))
+	}
+	var n uint64
+	for _, e := range r.exts {
+		n += e.len
+	}
+	return n * uint64(r.img.bs)
+}
 
 func (r *fileReader) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
@@ -296,7 +312,7 @@ func (img *Image) Create(name string, perm fs.FileMode) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	img.openFiles = append(img.openFiles, f)
+	img.files.open = append(img.files.open, f)
 	return f, nil
 }
 
@@ -338,7 +354,7 @@ func (img *Image) CreateExcl(name string, perm fs.FileMode) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	img.openFiles = append(img.openFiles, f)
+	img.files.open = append(img.files.open, f)
 	return f, nil
 }
 
@@ -792,7 +808,7 @@ func (img *Image) noteLargeFile(size uint64) error {
 	if le32(img.sb.b, sbRevLevel) == 0 {
 		return fmt.Errorf("%w: a file of %d bytes needs large_file, which a revision 0 filesystem cannot have", ErrFileTooLarge, size)
 	}
-	put32(img.sb.b, sbFeatureRoCompat, img.sb.roCompat()|roCompatLargeFile)
+	img.sb.setRoCompat(img.sb.roCompat() | roCompatLargeFile)
 	return nil
 }
 
@@ -815,9 +831,9 @@ func (img *Image) abandonFile(f *File) {
 }
 
 func (img *Image) dropOpenFile(f *File) {
-	for i, o := range img.openFiles {
+	for i, o := range img.files.open {
 		if o == f {
-			img.openFiles = append(img.openFiles[:i], img.openFiles[i+1:]...)
+			img.files.open = append(img.files.open[:i], img.files.open[i+1:]...)
 			return
 		}
 	}
@@ -826,8 +842,8 @@ func (img *Image) dropOpenFile(f *File) {
 // closeOpenFiles finishes Files still open at Sync/Close.
 func (img *Image) closeOpenFiles() error {
 	var first error
-	for len(img.openFiles) > 0 {
-		if err := img.openFiles[0].Close(); err != nil && first == nil {
+	for len(img.files.open) > 0 {
+		if err := img.files.open[0].Close(); err != nil && first == nil {
 			first = err
 		}
 	}
@@ -837,11 +853,11 @@ func (img *Image) closeOpenFiles() error {
 // getWriteBuf hands out a write buffer, reusing those of closed Files: a
 // fresh 1 MiB allocation per file costs more than the copy it serves.
 func (img *Image) getWriteBuf() []byte {
-	img.bufMu.Lock()
-	defer img.bufMu.Unlock()
-	if n := len(img.writeBufs); n > 0 {
-		b := img.writeBufs[n-1]
-		img.writeBufs = img.writeBufs[:n-1]
+	img.files.bufMu.Lock()
+	defer img.files.bufMu.Unlock()
+	if n := len(img.files.writeBufs); n > 0 {
+		b := img.files.writeBufs[n-1]
+		img.files.writeBufs = img.files.writeBufs[:n-1]
 		return b[:0]
 	}
 	return make([]byte, 0, writeChunk)
@@ -851,22 +867,22 @@ func (img *Image) putWriteBuf(b []byte) {
 	if cap(b) != writeChunk {
 		return
 	}
-	img.bufMu.Lock()
-	defer img.bufMu.Unlock()
-	if len(img.writeBufs) < 2 {
-		img.writeBufs = append(img.writeBufs, b)
+	img.files.bufMu.Lock()
+	defer img.files.bufMu.Unlock()
+	if len(img.files.writeBufs) < 2 {
+		img.files.writeBufs = append(img.files.writeBufs, b)
 	}
 }
 
 // orphanOpenFiles detaches open Files from inode ino, which is being freed
 // or truncated underneath them.
 func (img *Image) orphanOpenFiles(ino uint32) {
-	for _, f := range img.openFiles {
+	for _, f := range img.files.open {
 		if f.ino == ino && !f.orphaned {
 			f.orphaned = true
-			img.opTouched = true
-			if img.opActive {
-				img.orphanUndo = append(img.orphanUndo, f) // a failed operation re-adopts it
+			img.undo.touched = true
+			if img.undo.active {
+				img.undo.orphaned = append(img.undo.orphaned, f) // a failed operation re-adopts it
 			}
 		}
 	}

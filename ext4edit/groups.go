@@ -1,89 +1,5 @@
 package ext4edit
 
-// Group descriptors (struct ext4_group_desc): 32 bytes, or s_desc_size
-// (64) with the 64bit feature. The whole table is read at open; a 1 TiB
-// image has 8192 groups, 512 KiB of descriptors.
-const (
-	bgBlockBitmapLo     = 0x00 // __le32 bg_block_bitmap_lo
-	bgInodeBitmapLo     = 0x04 // __le32 bg_inode_bitmap_lo
-	bgInodeTableLo      = 0x08 // __le32 bg_inode_table_lo
-	bgFreeBlocksCountLo = 0x0C // __le16 bg_free_blocks_count_lo
-	bgFreeInodesCountLo = 0x0E // __le16 bg_free_inodes_count_lo
-	bgUsedDirsCountLo   = 0x10 // __le16 bg_used_dirs_count_lo
-	bgFlags             = 0x12 // __le16 bg_flags
-	bgBlockBitmapCsumLo = 0x18 // __le16 bg_block_bitmap_csum_lo
-	bgInodeBitmapCsumLo = 0x1A // __le16 bg_inode_bitmap_csum_lo
-	bgItableUnusedLo    = 0x1C // __le16 bg_itable_unused_lo
-	bgChecksum          = 0x1E // __le16 bg_checksum
-	bgBlockBitmapHi     = 0x20 // __le32 bg_block_bitmap_hi (64-byte descriptors only)
-	bgInodeBitmapHi     = 0x24 // __le32 bg_inode_bitmap_hi
-	bgInodeTableHi      = 0x28 // __le32 bg_inode_table_hi
-	bgFreeBlocksCountHi = 0x2C // __le16 bg_free_blocks_count_hi
-	bgFreeInodesCountHi = 0x2E // __le16 bg_free_inodes_count_hi
-	bgUsedDirsCountHi   = 0x30 // __le16 bg_used_dirs_count_hi
-	bgItableUnusedHi    = 0x32 // __le16 bg_itable_unused_hi
-	bgBlockBitmapCsumHi = 0x38 // __le16 bg_block_bitmap_csum_hi
-	bgInodeBitmapCsumHi = 0x3A // __le16 bg_inode_bitmap_csum_hi
-
-	// bg_flags
-	bgInodeUninit  = 0x1 // inode table and bitmap not initialised
-	bgBlockUninit  = 0x2 // block bitmap not initialised
-	bgItableZeroed = 0x4 // inode table is zeroed
-)
-
-// groupDesc is a view of one descriptor's bytes.
-type groupDesc struct {
-	b   []byte
-	big bool // 64-byte descriptor: the _hi halves exist
-}
-
-func (g groupDesc) lohi32(lo, hi int) uint64 {
-	v := uint64(le32(g.b, lo))
-	if g.big {
-		v |= uint64(le32(g.b, hi)) << 32
-	}
-	return v
-}
-
-func (g groupDesc) lohi16(lo, hi int) uint32 {
-	v := uint32(le16(g.b, lo))
-	if g.big {
-		v |= uint32(le16(g.b, hi)) << 16
-	}
-	return v
-}
-
-func (g groupDesc) setLohi16(lo, hi int, v uint32) {
-	put16(g.b, lo, uint16(v))
-	if g.big {
-		put16(g.b, hi, uint16(v>>16))
-	}
-}
-
-func (g groupDesc) blockBitmap() uint64 { return g.lohi32(bgBlockBitmapLo, bgBlockBitmapHi) }
-func (g groupDesc) inodeBitmap() uint64 { return g.lohi32(bgInodeBitmapLo, bgInodeBitmapHi) }
-func (g groupDesc) inodeTable() uint64  { return g.lohi32(bgInodeTableLo, bgInodeTableHi) }
-func (g groupDesc) freeBlocks() uint32  { return g.lohi16(bgFreeBlocksCountLo, bgFreeBlocksCountHi) }
-func (g groupDesc) freeInodes() uint32  { return g.lohi16(bgFreeInodesCountLo, bgFreeInodesCountHi) }
-func (g groupDesc) usedDirs() uint32    { return g.lohi16(bgUsedDirsCountLo, bgUsedDirsCountHi) }
-func (g groupDesc) itableUnused() uint32 {
-	return g.lohi16(bgItableUnusedLo, bgItableUnusedHi)
-}
-func (g groupDesc) flags() uint16 { return le16(g.b, bgFlags) }
-
-func (g groupDesc) setFreeBlocks(v uint32)   { g.setLohi16(bgFreeBlocksCountLo, bgFreeBlocksCountHi, v) }
-func (g groupDesc) setFreeInodes(v uint32)   { g.setLohi16(bgFreeInodesCountLo, bgFreeInodesCountHi, v) }
-func (g groupDesc) setUsedDirs(v uint32)     { g.setLohi16(bgUsedDirsCountLo, bgUsedDirsCountHi, v) }
-func (g groupDesc) setItableUnused(v uint32) { g.setLohi16(bgItableUnusedLo, bgItableUnusedHi, v) }
-func (g groupDesc) setFlags(v uint16)        { put16(g.b, bgFlags, v) }
-
-func (g groupDesc) setBlockBitmapCsum(c uint32) {
-	g.setLohi16(bgBlockBitmapCsumLo, bgBlockBitmapCsumHi, c)
-}
-func (g groupDesc) setInodeBitmapCsum(c uint32) {
-	g.setLohi16(bgInodeBitmapCsumLo, bgInodeBitmapCsumHi, c)
-}
-
 // checksum computes bg_checksum for group number group: crc32c & 0xFFFF
 // under metadata_csum, crc16 under gdt_csum (uninit_bg). scratch, when it
 // holds at least 4 + the descriptor's bytes, spares an allocation: open
@@ -107,91 +23,16 @@ func (g groupDesc) checksum(sb superblock, seed uint32, group uint32, scratch []
 	return crc16(c, buf[4+bgChecksum+2:])
 }
 
-// isPowerOf reports whether n is a power of base (1 counts: base^0).
-func isPowerOf(n, base uint32) bool {
-	for n > 1 {
-		if n%base != 0 {
-			return false
-		}
-		n /= base
-	}
-	return n == 1
-}
-
-// hasSuper reports whether group g holds a superblock copy (and, outside
-// meta_bg, a copy of the descriptor table).
-func (img *Image) hasSuper(g uint32) bool {
-	if g == 0 {
-		return true
-	}
-	if img.sb.hasCompat(compatSparseSuper2) {
-		return g == le32(img.sb.b, sbBackupBgs) || g == le32(img.sb.b, sbBackupBgs+4)
-	}
-	if !img.sb.hasRoCompat(roCompatSparseSuper) {
-		return true
-	}
-	return isPowerOf(g, 3) || isPowerOf(g, 5) || isPowerOf(g, 7)
-}
-
-// groupFirstBlock is the first block of group g.
-func (img *Image) groupFirstBlock(g uint32) uint64 {
-	return uint64(img.firstDataBlock) + uint64(g)*uint64(img.bpg)
-}
-
-// groupBlocks is the number of blocks in group g (the last may be short).
-func (img *Image) groupBlocks(g uint32) uint32 {
-	if g == img.groupCount-1 {
-		return uint32(img.blocksCount - img.groupFirstBlock(g))
-	}
-	return img.bpg
-}
-
-// descBlock is the block holding descriptor-table block i (i = group /
-// descriptors per block), as ext2fs_descriptor_block_loc2 finds it.
-func (img *Image) descBlock(i uint32) uint64 {
-	if !img.sb.hasIncompat(incompatMetaBG) || i < le32(img.sb.b, sbFirstMetaBg) {
-		return uint64(img.firstDataBlock) + 1 + uint64(i)
-	}
-	g := i * img.descPerBlock
-	blk := img.groupFirstBlock(g)
-	if img.hasSuper(g) {
-		blk++
-	}
-	return blk
-}
-
 // groupMetadata calls fn for every block of group g that holds a
-// superblock copy, descriptor blocks or reserved GDT blocks (what
-// ext2fs_super_and_bgd_loc2 counts), plus every group's bitmaps and inode
-// table that lie inside g (with flex_bg they may belong to other groups).
+// superblock copy, descriptor blocks or reserved GDT blocks
+// (superAndDescBlocks), plus every group's bitmaps and inode table that
+// lie inside g (with flex_bg they may belong to other groups).
 func (img *Image) groupMetadata(g uint32, fn func(blk uint64)) {
+	img.superAndDescBlocks(g, fn)
 	first := img.groupFirstBlock(g)
 	end := first + uint64(img.groupBlocks(g))
 	if first == 0 && img.bs == 1024 {
 		first = 1
-	}
-	hasSuper := img.hasSuper(g)
-	if hasSuper {
-		fn(first)
-	}
-	metaBgSize := img.descPerBlock
-	metaBg := g / metaBgSize
-	if !img.sb.hasIncompat(incompatMetaBG) || metaBg < le32(img.sb.b, sbFirstMetaBg) {
-		if hasSuper {
-			old := uint64(img.gdtBlocks) + uint64(le16(img.sb.b, sbReservedGdtBlocks))
-			if img.sb.hasIncompat(incompatMetaBG) {
-				old = uint64(le32(img.sb.b, sbFirstMetaBg))
-			}
-			for i := uint64(0); i < old; i++ {
-				fn(first + 1 + i)
-			}
-		}
-	} else if r := g % metaBgSize; r == 0 || r == 1 || r == metaBgSize-1 {
-		off := uint64(0)
-		if hasSuper {
-			off = 1
-		}
-		fn(first + off)
 	}
 	for i := uint32(0); i < img.groupCount; i++ {
 		d := img.gd(i)
@@ -217,17 +58,12 @@ func (img *Image) gd(g uint32) groupDesc {
 // kept for rollback of the current operation and the group is marked dirty.
 func (img *Image) gdW(g uint32) groupDesc {
 	d := img.gd(g)
-	img.opTouched = true
-	if img.opActive {
-		if _, ok := img.gdUndo[g]; !ok {
-			img.gdUndo[g] = gdUndoRec{old: append([]byte(nil), d.b...), dirty: img.gdtDirty[g]}
+	img.undo.touched = true
+	if img.undo.active {
+		if _, ok := img.undo.gd[g]; !ok {
+			img.undo.gd[g] = gdUndoRec{old: append([]byte(nil), d.b...), dirty: img.dirty.gdt[g]}
 		}
 	}
-	img.gdtDirty[g] = true
+	img.dirty.gdt[g] = true
 	return d
-}
-
-type gdUndoRec struct {
-	old   []byte
-	dirty bool
 }

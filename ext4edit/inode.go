@@ -4,65 +4,6 @@ import (
 	"time"
 )
 
-// The inode (struct ext4_inode): 128 bytes of the original ext2 layout,
-// then i_extra_isize bytes of extension fields, then in-inode extended
-// attributes up to s_inode_size. We keep the raw bytes, so every field we
-// do not touch (osd1, i_version_hi, i_projid, xattrs ...) survives.
-const (
-	iMode        = 0x00 // __le16 i_mode
-	iUIDLo       = 0x02 // __le16 i_uid
-	iSizeLo      = 0x04 // __le32 i_size_lo
-	iAtime       = 0x08 // __le32 i_atime
-	iCtime       = 0x0C // __le32 i_ctime
-	iMtime       = 0x10 // __le32 i_mtime
-	iDtime       = 0x14 // __le32 i_dtime
-	iGIDLo       = 0x18 // __le16 i_gid
-	iLinksCount  = 0x1A // __le16 i_links_count
-	iBlocksLo    = 0x1C // __le32 i_blocks_lo
-	iFlags       = 0x20 // __le32 i_flags
-	iBlock       = 0x28 // __le32 i_block[15] (60 bytes: block map, extent root or inline data)
-	iBlockLen    = 60
-	iGeneration  = 0x64 // __le32 i_generation
-	iFileACLLo   = 0x68 // __le32 i_file_acl_lo
-	iSizeHigh    = 0x6C // __le32 i_size_high
-	iBlocksHigh  = 0x74 // __le16 l_i_blocks_high
-	iFileACLHigh = 0x76 // __le16 l_i_file_acl_high
-	iUIDHigh     = 0x78 // __le16 l_i_uid_high
-	iGIDHigh     = 0x7A // __le16 l_i_gid_high
-	iChecksumLo  = 0x7C // __le16 l_i_checksum_lo
-	iExtraIsize  = 0x80 // __le16 i_extra_isize
-	iChecksumHi  = 0x82 // __le16 i_checksum_hi
-	iCtimeExtra  = 0x84 // __le32 i_ctime_extra
-	iMtimeExtra  = 0x88 // __le32 i_mtime_extra
-	iAtimeExtra  = 0x8C // __le32 i_atime_extra
-	iCrtime      = 0x90 // __le32 i_crtime
-	iCrtimeExtra = 0x94 // __le32 i_crtime_extra
-
-	goodOldInodeSize = 128
-	// extraIsizeDefault is sizeof(struct ext4_inode) - 128: every field
-	// through i_projid.
-	extraIsizeDefault = 32
-)
-
-// i_flags bits we act on.
-const (
-	flagSecrm      = 0x1
-	flagIndex      = 0x1000     // EXT4_INDEX_FL: hash-indexed directory
-	flagEncrypt    = 0x800      // EXT4_ENCRYPT_FL
-	flagHugeFile   = 0x40000    // EXT4_HUGE_FILE_FL: i_blocks in fs blocks
-	flagExtents    = 0x80000    // EXT4_EXTENTS_FL
-	flagVerity     = 0x100000   // EXT4_VERITY_FL
-	flagEAInode    = 0x200000   // EXT4_EA_INODE_FL
-	flagInlineData = 0x10000000 // EXT4_INLINE_DATA_FL
-	flagCasefold   = 0x40000000 // EXT4_CASEFOLD_FL
-)
-
-// Reserved inode numbers.
-const (
-	rootIno    = 2
-	journalIno = 8
-)
-
 type inode struct {
 	ino uint32
 	b   []byte // s_inode_size bytes
@@ -283,8 +224,7 @@ func (img *Image) inodeLoc(ino uint32) (uint64, uint32, error) {
 	if ino == 0 || ino > img.sb.inodesCount() {
 		return 0, 0, corruptf("inode number %d out of range", ino)
 	}
-	g := (ino - 1) / img.ipg
-	idx := (ino - 1) % img.ipg
+	g, idx := img.inodeGroup(ino)
 	off := uint64(idx) * uint64(img.inodeSize)
 	return img.gd(g).inodeTable() + off/uint64(img.bs), uint32(off % uint64(img.bs)), nil
 }
@@ -296,8 +236,7 @@ func (img *Image) inodeInitialized(ino uint32) bool {
 	if !img.sb.groupCsums() {
 		return true
 	}
-	g := (ino - 1) / img.ipg
-	idx := (ino - 1) % img.ipg
+	g, idx := img.inodeGroup(ino)
 	if img.inodeUninit(g) {
 		return false
 	}
@@ -445,7 +384,7 @@ func (img *Image) zeroInodeSlot(g, idx uint32) error {
 func (img *Image) newInode(parent uint32, mode uint16) (*inode, error) {
 	goal := uint32(0)
 	if parent > 0 {
-		goal = (parent - 1) / img.ipg
+		goal = img.groupOfInode(parent)
 	}
 	ino, err := img.allocInode(goal, mode&sIFMT == sIFDIR)
 	if err != nil {

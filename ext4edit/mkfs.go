@@ -131,18 +131,19 @@ func (o *MkfsOptions) createTime() time.Time {
 	return o.Time
 }
 
-// geometry is the layout mkfs computes before writing.
-type geometry struct {
+// mkfsShape is what mkfs decides before writing: the numbers the
+// superblock is filled from. Everything derived from them (group count,
+// descriptor and inode table sizes, backups) comes from the geometry of
+// that superblock, the same the editor reads back.
+type mkfsShape struct {
 	bs, bpg, ipg, inodeSize uint32
 	firstData               uint32
 	blocks                  uint64
-	groups                  uint32
-	gdtBlocks, itBlocks     uint32
-	flex                    uint32
+	flex                    uint32 // groups per flex group
 }
 
-func (o *MkfsOptions) geometry(size int64) (*geometry, error) {
-	g := &geometry{bs: o.BlockSize, inodeSize: o.InodeSize, flex: 16}
+func (o *MkfsOptions) shape(size int64) (*mkfsShape, error) {
+	g := &mkfsShape{bs: o.BlockSize, inodeSize: o.InodeSize, flex: 16}
 	if g.bs == 0 {
 		g.bs = 4096
 	}
@@ -175,35 +176,40 @@ func (o *MkfsOptions) geometry(size int64) (*geometry, error) {
 		g.firstData = 1
 	}
 	g.bpg = min(8*g.bs, 65528)
+	var groups uint32
+	var gdtBlocks, itBlocks uint32
 	for {
-		g.groups = uint32((g.blocks - uint64(g.firstData) + uint64(g.bpg) - 1) / uint64(g.bpg))
+		groups = uint32(groupsFor(g.blocks, g.firstData, g.bpg))
 		inodes := uint64(g.blocks) * uint64(g.bs) / ratio
-		ipg := (inodes + uint64(g.groups) - 1) / uint64(g.groups)
+		ipg := (inodes + uint64(groups) - 1) / uint64(groups)
 		perBlock := uint64(g.bs / g.inodeSize)
 		ipg = max(ipg, 16)
 		ipg = (ipg + perBlock - 1) / perBlock * perBlock
 		ipg = (ipg + 7) / 8 * 8
 		ipg = min(ipg, uint64(8*g.bs))
-		if ipg*uint64(g.groups) >= 1<<32 {
-			ipg = (1<<32 - 1) / uint64(g.groups) / perBlock * perBlock / 8 * 8
+		if ipg*uint64(groups) >= 1<<32 {
+			ipg = (1<<32 - 1) / uint64(groups) / perBlock * perBlock / 8 * 8
 		}
 		g.ipg = uint32(ipg)
-		g.itBlocks = uint32(ipg * uint64(g.inodeSize) / uint64(g.bs))
-		g.gdtBlocks = uint32((uint64(g.groups)*64 + uint64(g.bs) - 1) / uint64(g.bs))
+		itBlocks = itableBlocksFor(g.ipg, g.inodeSize, g.bs)
+		gdtBlocks = gdtBlocksFor(groups, mkfsDescSize, g.bs)
 		// A last group too small for its own metadata is dropped, as
 		// mke2fs does.
-		last := g.blocks - uint64(g.firstData) - uint64(g.groups-1)*uint64(g.bpg)
-		if g.groups > 1 && last < uint64(g.gdtBlocks)+uint64(g.itBlocks)+2+50 {
+		last := g.blocks - uint64(g.firstData) - uint64(groups-1)*uint64(g.bpg)
+		if groups > 1 && last < uint64(gdtBlocks)+uint64(itBlocks)+2+50 {
 			g.blocks -= last
 			continue
 		}
 		break
 	}
-	if g.groups == 1 && g.blocks-uint64(g.firstData) < uint64(g.gdtBlocks+g.itBlocks)+64 {
+	if groups == 1 && g.blocks-uint64(g.firstData) < uint64(gdtBlocks+itBlocks)+64 {
 		return nil, fmt.Errorf("%w: %d bytes is too small", fs.ErrInvalid, size)
 	}
 	return g, nil
 }
+
+// mkfsDescSize is the descriptor size mkfs writes (64bit).
+const mkfsDescSize = 64
 
 // DefaultJournalBlocks is the journal size, in blocks, that mke2fs (and
 // Create) give a filesystem of blocks blocks: ext2fs_default_journal_size.
@@ -235,7 +241,7 @@ func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 	if len(o.Label) > 16 {
 		return fmt.Errorf("%w: label longer than 16 bytes", fs.ErrInvalid)
 	}
-	g, err := o.geometry(size)
+	g, err := o.shape(size)
 	if err != nil {
 		return err
 	}
@@ -270,14 +276,8 @@ func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 		return err
 	}
 
-	// A scratch Image carries the geometry so the shared helpers
-	// (hasSuper, groupFirstBlock, checksums) work before anything is on disk.
-	img := &Image{bs: g.bs, blocksCount: g.blocks, firstDataBlock: g.firstData, bpg: g.bpg, ipg: g.ipg,
-		groupCount: g.groups, inodeSize: g.inodeSize, descSize: 64, descPerBlock: g.bs / 64,
-		gdtBlocks: g.gdtBlocks, itableBlocks: g.itBlocks}
 	sb := superblock{b: make([]byte, superblockSize)}
-	img.sb = sb
-	put32(sb.b, sbInodesCount, g.ipg*g.groups)
+	put32(sb.b, sbInodesCount, g.ipg*uint32(groupsFor(g.blocks, g.firstData, g.bpg)))
 	put32(sb.b, sbBlocksCountLo, uint32(g.blocks))
 	put32(sb.b, sbBlocksCountHi, uint32(g.blocks>>32))
 	rp := uint64(o.ReservedPercent)
@@ -300,31 +300,31 @@ func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 	put32(sb.b, sbClustersPerGroup, g.bpg)
 	put32(sb.b, sbInodesPerGroup, g.ipg)
 	setSbTime(sb.b, sbWtime, sbWtimeHi, t)
-	put16(sb.b, 0x36, 0xFFFF) // s_max_mnt_count: -1, no forced checks
+	put16(sb.b, sbMaxMntCount, 0xFFFF) // -1: no forced checks
 	put16(sb.b, sbMagic, ext4Magic)
-	put16(sb.b, sbState, 1)         // cleanly unmounted
-	put16(sb.b, 0x3C, 1)            // s_errors: continue
-	setSbTime(sb.b, 0x40, 0x277, t) // s_lastcheck, s_lastcheck_hi
-	put32(sb.b, sbRevLevel, 1)      // dynamic inode sizes
+	put16(sb.b, sbState, 1)  // cleanly unmounted
+	put16(sb.b, sbErrors, 1) // continue
+	setSbTime(sb.b, sbLastcheck, sbLastcheckHi, t)
+	put32(sb.b, sbRevLevel, 1) // dynamic inode sizes
 	put32(sb.b, sbFirstIno, 11)
 	put16(sb.b, sbInodeSize, uint16(g.inodeSize))
-	compat := uint32(compatExtAttr | compatDirIndex)
+	compat := compatExtAttr | compatDirIndex
 	if !o.NoJournal {
 		compat |= compatHasJournal
 	}
-	put32(sb.b, sbFeatureCompat, compat)
-	put32(sb.b, sbFeatureIncompat, incompatFiletype|incompatExtents|incompat64bit|incompatFlexBG)
-	put32(sb.b, sbFeatureRoCompat, roCompatSparseSuper|roCompatLargeFile|roCompatHugeFile|
-		roCompatDirNlink|roCompatExtraIsize|roCompatMetadataCsum)
+	sb.setCompat(compat)
+	sb.setIncompat(incompatFiletype | incompatExtents | incompat64bit | incompatFlexBG)
+	sb.setRoCompat(roCompatSparseSuper | roCompatLargeFile | roCompatHugeFile |
+		roCompatDirNlink | roCompatExtraIsize | roCompatMetadataCsum)
 	copy(sb.b[sbUUID:], uuid[:])
 	copy(sb.b[sbVolumeName:], o.Label)
 	for i := 0; i < 4; i++ {
 		put32(sb.b, sbHashSeed+4*i, binary.LittleEndian.Uint32(seed[4*i:]))
 	}
 	sb.b[sbDefHashVersion] = hashHalfMD4
-	put16(sb.b, sbDescSize, 64)
-	put32(sb.b, 0x100, 0x000C)       // s_default_mount_opts: user_xattr, acl
-	setSbTime(sb.b, 0x108, 0x276, t) // s_mkfs_time, s_mkfs_time_hi
+	put16(sb.b, sbDescSize, mkfsDescSize)
+	put32(sb.b, sbDefaultMountOpts, 0x000C) // user_xattr, acl
+	setSbTime(sb.b, sbMkfsTime, sbMkfsTimeHi, t)
 	put16(sb.b, sbMinExtraIsize, extraIsizeDefault)
 	put16(sb.b, sbWantExtraIsize, extraIsizeDefault)
 	put32(sb.b, sbFlags, sbFlagSignedHash) // what mke2fs sets on x86
@@ -333,29 +333,38 @@ func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 	if g.inodeSize < 256 {
 		put16(sb.b, sbMinExtraIsize, 0)
 		put16(sb.b, sbWantExtraIsize, 0)
-		put32(sb.b, sbFeatureRoCompat, sb.roCompat()&^roCompatExtraIsize)
+		sb.setRoCompat(sb.roCompat() &^ roCompatExtraIsize)
 	}
-	img.csumSeed = sb.csumSeed()
+	// The layout goes through the geometry the superblock describes:
+	// the one the editor derives when it opens the result.
+	geo, err := newGeometry(sb)
+	if err != nil {
+		return fmt.Errorf("internal error: mkfs geometry: %w", err)
+	}
+	// A scratch Image over that geometry lets the editor's own code
+	// write the root directory, lost+found and the journal.
+	img := &Image{geometry: geo, sb: sb}
+	groups, flex := geo.groupCount, g.flex
 
 	// Lay out each flex group's bitmaps and inode tables contiguously from
 	// the start of its first group, stepping over superblock backups.
-	img.gdt = make([]byte, uint64(g.groups)*64)
+	img.gdt = make([]byte, uint64(groups)*uint64(geo.descSize))
 	type run struct{ start, n uint64 }
 	var meta []run
 	sbEnd := func(grp uint32) uint64 {
-		s := img.groupFirstBlock(grp)
-		if img.hasSuper(grp) {
-			s += 1 + uint64(g.gdtBlocks)
+		s := geo.groupFirstBlock(grp)
+		if geo.hasSuper(grp) {
+			s += 1 + uint64(geo.gdtBlocks)
 		}
 		return s
 	}
-	for leader := uint32(0); leader < g.groups; leader += g.flex {
-		n := min(g.flex, g.groups-leader)
+	for leader := uint32(0); leader < groups; leader += flex {
+		n := min(flex, groups-leader)
 		cur := sbEnd(leader)
 		take := func(cnt uint64) (uint64, error) {
 			for {
-				grp := uint32((cur - uint64(g.firstData)) / uint64(g.bpg))
-				if grp >= g.groups {
+				grp := geo.blockGroup(cur)
+				if grp >= groups {
 					return 0, fmt.Errorf("%w: no room for group metadata", fs.ErrInvalid)
 				}
 				if cur < sbEnd(grp) {
@@ -364,12 +373,12 @@ func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 				}
 				// The run must not cross into a group whose start holds a backup.
 				end := cur + cnt
-				next := img.groupFirstBlock(grp + 1)
-				if grp+1 < g.groups && end > next && img.hasSuper(grp+1) {
+				next := geo.groupFirstBlock(grp + 1)
+				if grp+1 < groups && end > next && geo.hasSuper(grp+1) {
 					cur = sbEnd(grp + 1)
 					continue
 				}
-				if end > g.blocks {
+				if end > geo.blocksCount {
 					return 0, fmt.Errorf("%w: no room for group metadata", fs.ErrInvalid)
 				}
 				s := cur
@@ -384,8 +393,7 @@ func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 				return err
 			}
 			d := img.gd(leader + i)
-			put32(d.b, bgBlockBitmapLo, uint32(b))
-			put32(d.b, bgBlockBitmapHi, uint32(b>>32))
+			d.setBlockBitmap(b)
 		}
 		for i := uint32(0); i < n; i++ {
 			b, err := take(1)
@@ -393,45 +401,43 @@ func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 				return err
 			}
 			d := img.gd(leader + i)
-			put32(d.b, bgInodeBitmapLo, uint32(b))
-			put32(d.b, bgInodeBitmapHi, uint32(b>>32))
+			d.setInodeBitmap(b)
 		}
 		for i := uint32(0); i < n; i++ {
-			b, err := take(uint64(g.itBlocks))
+			b, err := take(uint64(geo.itableBlocks))
 			if err != nil {
 				return err
 			}
 			d := img.gd(leader + i)
-			put32(d.b, bgInodeTableLo, uint32(b))
-			put32(d.b, bgInodeTableHi, uint32(b>>32))
+			d.setInodeTable(b)
 		}
 	}
-	for grp := uint32(0); grp < g.groups; grp++ {
-		if img.hasSuper(grp) {
-			meta = append(meta, run{img.groupFirstBlock(grp), 1 + uint64(g.gdtBlocks)})
+	for grp := uint32(0); grp < groups; grp++ {
+		if geo.hasSuper(grp) {
+			meta = append(meta, run{geo.groupFirstBlock(grp), 1 + uint64(geo.gdtBlocks)})
 		}
 	}
 
 	// Per group: which blocks are used. Groups holding nothing but a
 	// superblock backup stay BLOCK_UNINIT; the kernel rebuilds that bitmap.
-	perGroup := make([][]run, g.groups)
+	perGroup := make([][]run, groups)
 	for _, m := range meta {
 		for b := m.start; b < m.start+m.n; {
-			grp := uint32((b - uint64(g.firstData)) / uint64(g.bpg))
-			end := min(m.start+m.n, img.groupFirstBlock(grp)+uint64(img.groupBlocks(grp)))
+			grp := geo.blockGroup(b)
+			end := min(m.start+m.n, geo.groupFirstBlock(grp)+uint64(geo.groupBlocks(grp)))
 			perGroup[grp] = append(perGroup[grp], run{b, end - b})
 			b = end
 		}
 	}
 	var totalFree uint64
-	for grp := uint32(0); grp < g.groups; grp++ {
-		first := img.groupFirstBlock(grp)
-		nblk := uint64(img.groupBlocks(grp))
+	for grp := uint32(0); grp < groups; grp++ {
+		first := geo.groupFirstBlock(grp)
+		nblk := uint64(geo.groupBlocks(grp))
 		var used, sbUsed uint64
 		var bm []byte
 		for _, m := range perGroup[grp] {
 			used += m.n
-			if img.hasSuper(grp) && m.start == first {
+			if geo.hasSuper(grp) && m.start == first {
 				sbUsed += m.n
 			}
 		}
@@ -441,55 +447,51 @@ func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 			flags = bgItableZeroed
 		}
 		// e2fsck wants the last group initialised, as mke2fs leaves it.
-		if used == sbUsed && grp != 0 && grp != g.groups-1 {
+		if used == sbUsed && grp != 0 && grp != groups-1 {
 			flags |= bgBlockUninit
 		} else {
-			bm = make([]byte, g.bs)
+			bm = make([]byte, geo.bs)
 			for _, m := range perGroup[grp] {
 				setBits(bm, m.start-first, m.start+m.n-first)
 			}
-			setBits(bm, nblk, uint64(g.bs)*8)
-			if _, err := f.WriteAt(bm, int64(d.blockBitmap())*int64(g.bs)); err != nil {
+			setBits(bm, nblk, uint64(geo.bs)*8)
+			if _, err := f.WriteAt(bm, int64(d.blockBitmap())*int64(geo.bs)); err != nil {
 				return err
 			}
-			d.setBlockBitmapCsum(crc32cRaw(img.csumSeed, bm[:g.bpg/8]))
+			d.setBlockBitmapCsum(crc32cRaw(geo.csumSeed, bm[:geo.bpg/8]))
 		}
 		d.setFlags(flags)
 		d.setFreeBlocks(uint32(nblk - used))
 		totalFree += nblk - used
-		d.setFreeInodes(g.ipg)
-		d.setItableUnused(g.ipg)
+		d.setFreeInodes(geo.ipg)
+		d.setItableUnused(geo.ipg)
 		if grp == 0 {
 			// Inodes 1..10 are reserved; root (2) is written below.
-			ib := make([]byte, g.bs)
+			ib := make([]byte, geo.bs)
 			for i := uint64(0); i < 10; i++ {
 				setBit(ib, i)
 			}
-			for i := uint64(g.ipg); i < uint64(g.bs)*8; i++ {
+			for i := uint64(geo.ipg); i < uint64(geo.bs)*8; i++ {
 				setBit(ib, i)
 			}
-			if _, err := f.WriteAt(ib, int64(d.inodeBitmap())*int64(g.bs)); err != nil {
+			if _, err := f.WriteAt(ib, int64(d.inodeBitmap())*int64(geo.bs)); err != nil {
 				return err
 			}
-			d.setInodeBitmapCsum(crc32cRaw(img.csumSeed, ib[:g.ipg/8]))
-			d.setFreeInodes(g.ipg - 10)
-			d.setItableUnused(g.ipg - 10)
+			d.setInodeBitmapCsum(crc32cRaw(geo.csumSeed, ib[:geo.ipg/8]))
+			d.setFreeInodes(geo.ipg - 10)
+			d.setItableUnused(geo.ipg - 10)
 			d.setUsedDirs(1)
 		}
 	}
 	sb.setFreeBlocksCount(totalFree)
-	sb.setFreeInodesCount(g.ipg*g.groups - 10)
+	sb.setFreeInodesCount(geo.ipg*groups - 10)
 
 	// Root directory, inode 2: written through the editor's own code.
 	img.f, img.dev = f, hookDevice(path, fileDevice{f})
 	img.now = func() time.Time { return t }
-	img.cache = newBlockCache(img)
-	img.gdtDirty = map[uint32]bool{}
-	img.gdUndo = map[uint32]gdUndoRec{}
-	img.blockBitmapDirty = map[uint32]bool{}
-	img.inodeBitmapDirty = map[uint32]bool{}
-	root := &inode{ino: rootIno, b: make([]byte, g.inodeSize)}
-	if g.inodeSize > goodOldInodeSize {
+	img.resetState()
+	root := &inode{ino: rootIno, b: make([]byte, geo.inodeSize)}
+	if geo.inodeSize > goodOldInodeSize {
 		put16(root.b, iExtraIsize, extraIsizeDefault)
 	}
 	root.setMode(sIFDIR | 0o755)
@@ -513,7 +515,7 @@ func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 	}
 	// lost+found gets 4 blocks (16 KiB at 4 KiB blocks) like mke2fs, so
 	// e2fsck can reconnect files without allocating.
-	for lf.size() < 16384 && lf.size() < 4*uint64(g.bs) {
+	for lf.size() < 16384 && lf.size() < 4*uint64(geo.bs) {
 		b, _, _, err := img.dirAppendBlock(lf)
 		if err != nil {
 			return err
@@ -528,26 +530,27 @@ func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 			return err
 		}
 	}
-	for grp := uint32(0); grp < g.groups; grp++ {
-		img.gdtDirty[grp] = true // every descriptor gets its checksum
+	for grp := uint32(0); grp < groups; grp++ {
+		img.dirty.gdt[grp] = true // every descriptor gets its checksum
 	}
 	if err := img.commit(); err != nil {
 		return err
 	}
 	// Backups: every group with a superblock copy gets it and the table.
-	for grp := uint32(1); grp < g.groups; grp++ {
-		if !img.hasSuper(grp) {
+	for grp := uint32(1); grp < groups; grp++ {
+		if !geo.hasSuper(grp) {
 			continue
 		}
 		cp := append([]byte(nil), img.sb.b...)
-		put16(cp, 0x5A, uint16(grp)) // s_block_group_nr
+		put16(cp, sbBlockGroupNr, uint16(grp))
 		superblock{cp}.updateChecksum()
-		// A backup sits at the very start of its group's first block.
-		first := int64(img.groupFirstBlock(grp)) * int64(g.bs)
+		// A backup sits at the very start of its group's first block,
+		// the table right after it.
+		first := int64(geo.groupFirstBlock(grp)) * int64(geo.bs)
 		if _, err := f.WriteAt(cp, first); err != nil {
 			return err
 		}
-		if _, err := f.WriteAt(img.gdt, first+int64(g.bs)); err != nil {
+		if _, err := f.WriteAt(img.gdt, int64(geo.backupDescBlock(grp))*int64(geo.bs)); err != nil {
 			return err
 		}
 	}
@@ -562,7 +565,8 @@ func (img *Image) mkJournal(o *MkfsOptions, uuid [16]byte) error {
 		n = DefaultJournalBlocks(img.blocksCount)
 		if n == 0 {
 			// Too small for a journal, as mke2fs decides: none at all.
-			put32(img.sb.b, sbFeatureCompat, img.sb.compat()&^compatHasJournal)
+			img.sb.setCompat(img.sb.compat() &^ compatHasJournal)
+			img.compat = img.sb.compat()
 			return nil
 		}
 	}
@@ -575,18 +579,17 @@ func (img *Image) mkJournal(o *MkfsOptions, uuid [16]byte) error {
 		return err
 	}
 	jsb := make([]byte, img.bs)
-	be := binary.BigEndian
-	be.PutUint32(jsb[0x0:], 0xC03B3998) // h_magic
-	be.PutUint32(jsb[0x4:], 4)          // h_blocktype: superblock v2
-	be.PutUint32(jsb[0x8:], 0)          // h_sequence
-	be.PutUint32(jsb[0xC:], img.bs)     // s_blocksize
-	be.PutUint32(jsb[0x10:], n)         // s_maxlen
-	be.PutUint32(jsb[0x14:], 1)         // s_first
-	be.PutUint32(jsb[0x18:], 1)         // s_sequence
-	be.PutUint32(jsb[0x1C:], 0)         // s_start: empty
-	copy(jsb[0x30:], uuid[:])           // s_uuid
-	be.PutUint32(jsb[0x40:], 1)         // s_nr_users
-	copy(jsb[0x100:], uuid[:])          // s_users[0]
+	be.PutUint32(jsb[jhMagic:], jMagic)
+	be.PutUint32(jsb[jhBlocktype:], jbtSuperV2)
+	be.PutUint32(jsb[jhSequence:], 0)
+	be.PutUint32(jsb[jsBlocksize:], img.bs)
+	be.PutUint32(jsb[jsMaxlen:], n)
+	be.PutUint32(jsb[jsFirst:], 1)
+	be.PutUint32(jsb[jsSequence:], 1)
+	be.PutUint32(jsb[jsStart:], 0) // empty
+	copy(jsb[jsUUID:], uuid[:])
+	be.PutUint32(jsb[jsNrUsers:], 1)
+	copy(jsb[jsUsers:], uuid[:]) // s_users[0]
 	if err := img.writeData(runs[0].start, jsb); err != nil {
 		return err
 	}
@@ -617,20 +620,17 @@ func (img *Image) mkJournal(o *MkfsOptions, uuid [16]byte) error {
 	put32(img.sb.b, sbJournalInum, journalIno)
 	// s_jnl_blocks: a backup of i_block and the size, for e2fsck.
 	for i := 0; i < 15; i++ {
-		put32(img.sb.b, 0x10C+4*i, le32(in.iblock(), 4*i))
+		put32(img.sb.b, sbJnlBlocks+4*i, le32(in.iblock(), 4*i))
 	}
-	put32(img.sb.b, 0x10C+4*15, uint32(in.size()>>32))
-	put32(img.sb.b, 0x10C+4*16, uint32(in.size()))
-	img.sb.b[0xFD] = 1 // s_jnl_backup_type: EXT3_JNL_BACKUP_BLOCKS
+	put32(img.sb.b, sbJnlBlocks+4*15, uint32(in.size()>>32))
+	put32(img.sb.b, sbJnlBlocks+4*16, uint32(in.size()))
+	img.sb.b[sbJnlBackupType] = 1 // EXT3_JNL_BACKUP_BLOCKS
 	return nil
 }
 
-// sbWtimeHi is s_wtime_hi: the superblock's times are unsigned 32-bit
-// seconds with a high byte each (ext4_update_tstamp).
-const sbWtimeHi = 0x274
-
 // setSbTime stores t in a superblock time field (lo at off, hi byte at
-// hiOff): unsigned, so a time before 1970 is stored as the epoch.
+// hiOff: the superblock's times are unsigned 32-bit seconds with a high
+// byte each, ext4_update_tstamp): unsigned, so a time before 1970 is stored as the epoch.
 func setSbTime(b []byte, off, hiOff int, t time.Time) {
 	sec := uint64(max(t.Unix(), 0))
 	put32(b, off, uint32(sec))

@@ -246,13 +246,13 @@ const (
 type dirKeys struct {
 	img   *Image
 	comps []string
-	built int // components written to img.dirKeyBuf
+	built int // components written to img.paths.keyBuf
 	n     int // components of the last key asked for
 	size  int // its length in bytes
 }
 
 func (img *Image) dirKeys(comps []string) dirKeys {
-	img.dirKeyBuf = img.dirKeyBuf[:0]
+	img.paths.keyBuf = img.paths.keyBuf[:0]
 	return dirKeys{img: img, comps: comps}
 }
 
@@ -278,14 +278,14 @@ func (k *dirKeys) key(n int) []byte {
 	if n == 0 || k.size > limit {
 		return nil
 	}
-	b := k.img.dirKeyBuf
+	b := k.img.paths.keyBuf
 	for ; k.built < n; k.built++ {
 		if k.built > 0 {
 			b = append(b, '/')
 		}
 		b = append(b, k.comps[k.built]...)
 	}
-	k.img.dirKeyBuf = b
+	k.img.paths.keyBuf = b
 	return b[:k.size]
 }
 
@@ -294,7 +294,7 @@ func (img *Image) cachedDir(key []byte) *inode {
 	if key == nil {
 		return nil
 	}
-	ino, ok := img.dirPaths[string(key)]
+	ino, ok := img.paths.dirs[string(key)]
 	if !ok {
 		return nil
 	}
@@ -315,23 +315,23 @@ func (img *Image) rememberDirPath(key []byte, ino uint32) {
 	if key == nil {
 		return
 	}
-	if _, ok := img.dirPaths[string(key)]; ok {
+	if _, ok := img.paths.dirs[string(key)]; ok {
 		return
 	}
-	if img.dirPaths == nil || len(img.dirPaths) >= maxDirPaths || img.dirPathBytes+len(key) > maxDirPathBytes {
-		img.dirPaths = map[string]uint32{}
-		img.dirPathBytes = 0
+	if img.paths.dirs == nil || len(img.paths.dirs) >= maxDirPaths || img.paths.bytes+len(key) > maxDirPathBytes {
+		img.paths.dirs = map[string]uint32{}
+		img.paths.bytes = 0
 	}
-	img.dirPaths[string(key)] = ino
-	img.dirPathBytes += len(key)
+	img.paths.dirs[string(key)] = ino
+	img.paths.bytes += len(key)
 }
 
 // forgetDirPaths empties the directory path cache.
 func (img *Image) forgetDirPaths() {
-	if len(img.dirPaths) > 0 {
-		clear(img.dirPaths)
+	if len(img.paths.dirs) > 0 {
+		clear(img.paths.dirs)
 	}
-	img.dirPathBytes = 0
+	img.paths.bytes = 0
 }
 
 // resolvedDir describes directory d with its parent and own name unknown

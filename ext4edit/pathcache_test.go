@@ -94,7 +94,7 @@ func TestDirPathCacheAgrees(t *testing.T) {
 					cached = append(cached, probe(img, pr, false), probe(img, pr, true))
 				}
 				img.mu.Lock()
-				n := len(img.dirPaths)
+				n := len(img.paths.dirs)
 				img.forgetDirPaths()
 				img.mu.Unlock()
 				if step > 10 && n == 0 {

@@ -214,8 +214,8 @@ func (img *Image) replay() error {
 // into the file (the replay is then done in memory only).
 func (img *Image) writeRefusalBesidesRecovery() error {
 	saved := img.sb.incompat()
-	put32(img.sb.b, sbFeatureIncompat, saved&^incompatRecover)
+	img.sb.setIncompat(saved &^ incompatRecover)
 	err := img.writePolicy()
-	put32(img.sb.b, sbFeatureIncompat, saved)
+	img.sb.setIncompat(saved)
 	return err
 }

@@ -59,7 +59,7 @@ func (img *Image) writeSymlinkTarget(in *inode, target string) error {
 		copy(in.iblock(), target)
 		return nil
 	}
-	goal := img.groupFirstBlock((in.ino - 1) / img.ipg)
+	goal := img.groupFirstBlock(img.groupOfInode(in.ino))
 	need := 1 + img.mapOverhead([]fileExtent{{len: 1}}, img.newFileUsesExtents())
 	if img.freeBlocksTotal() < need {
 		return fmt.Errorf("%w: symlink needs %d blocks", ErrNoSpace, need)

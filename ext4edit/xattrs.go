@@ -37,7 +37,7 @@ func (img *Image) readXattrBlock(in *inode) ([]xattrEntry, uint32, error) {
 	if blk == 0 {
 		return nil, 0, nil
 	}
-	if blk < uint64(img.firstDataBlock) || blk >= img.blocksCount {
+	if !img.inFS(blk) {
 		return nil, 0, corruptf("inode %d xattr block %d outside the filesystem", in.ino, blk)
 	}
 	b, err := img.cache.get(blk)

@@ -1,6 +1,7 @@
 package script
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -360,13 +361,41 @@ func doCat(r *Runner, args []string) error {
 	if len(args) != 1 {
 		return errUsage
 	}
-	data, err := r.Img.ReadFile(r.abs(args[0]))
+	return r.copyOut(r.abs(args[0]), func() (io.WriteCloser, error) { return nopCloser{r.stdout()}, nil })
+}
+
+// copyOut writes the contents of the image file name to the writer
+// open returns: whole when ReadFile returns it, streamed when the file is
+// too large for that, so a cat or dump of a huge file never holds it in
+// memory. open is called only once the file is known readable.
+func (r *Runner) copyOut(name string, open func() (io.WriteCloser, error)) error {
+	data, err := r.Img.ReadFile(name)
+	var src io.Reader = bytes.NewReader(data)
+	if errors.Is(err, ext4edit.ErrFileTooLarge) {
+		f, oerr := r.Img.FS().Open(strings.TrimPrefix(path.Clean(name), "/"))
+		if oerr != nil {
+			return err
+		}
+		defer f.Close()
+		src, err = f, nil
+	}
 	if err != nil {
 		return err
 	}
-	_, err = r.stdout().Write(data)
+	w, err := open()
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(w, src)
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
 	return err
 }
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
 
 func doDump(r *Runner, args []string) error {
 	opts, args, err := getopt(args, "p")
@@ -374,11 +403,10 @@ func doDump(r *Runner, args []string) error {
 		return errUsage
 	}
 	name, host := r.abs(args[0]), args[1]
-	data, err := r.Img.ReadFile(name)
+	err = r.copyOut(name, func() (io.WriteCloser, error) {
+		return os.OpenFile(host, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o666)
+	})
 	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(host, data, 0o666); err != nil {
 		return err
 	}
 	if !strings.Contains(opts, "p") {

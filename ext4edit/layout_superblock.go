@@ -1,10 +1,5 @@
 package ext4edit
 
-import (
-	"fmt"
-	"strings"
-)
-
 // The superblock (struct ext4_super_block) lives at byte 1024 of the
 // filesystem and is 1024 bytes long. We keep its raw bytes and decode
 // fields on demand, so fields this package does not know survive a rewrite.
@@ -28,11 +23,15 @@ const (
 	sbClustersPerGroup  = 0x24  // __le32 s_clusters_per_group
 	sbInodesPerGroup    = 0x28  // __le32 s_inodes_per_group
 	sbWtime             = 0x30  // __le32 s_wtime
+	sbMaxMntCount       = 0x36  // __le16 s_max_mnt_count
 	sbMagic             = 0x38  // __le16 s_magic
 	sbState             = 0x3A  // __le16 s_state (1 = cleanly unmounted, 2 = errors)
+	sbErrors            = 0x3C  // __le16 s_errors (1 = continue)
+	sbLastcheck         = 0x40  // __le32 s_lastcheck
 	sbRevLevel          = 0x4C  // __le32 s_rev_level (0 = good old, 1 = dynamic)
 	sbFirstIno          = 0x54  // __le32 s_first_ino
 	sbInodeSize         = 0x58  // __le16 s_inode_size
+	sbBlockGroupNr      = 0x5A  // __le16 s_block_group_nr (of a backup copy)
 	sbFeatureCompat     = 0x5C  // __le32 s_feature_compat
 	sbFeatureIncompat   = 0x60  // __le32 s_feature_incompat
 	sbFeatureRoCompat   = 0x64  // __le32 s_feature_ro_compat
@@ -44,8 +43,12 @@ const (
 	sbLastOrphan        = 0xE8  // __le32 s_last_orphan
 	sbHashSeed          = 0xEC  // __le32 s_hash_seed[4]
 	sbDefHashVersion    = 0xFC  // __u8 s_def_hash_version
+	sbJnlBackupType     = 0xFD  // __u8 s_jnl_backup_type (1 = EXT3_JNL_BACKUP_BLOCKS)
 	sbDescSize          = 0xFE  // __le16 s_desc_size
+	sbDefaultMountOpts  = 0x100 // __le32 s_default_mount_opts
 	sbFirstMetaBg       = 0x104 // __le32 s_first_meta_bg
+	sbMkfsTime          = 0x108 // __le32 s_mkfs_time
+	sbJnlBlocks         = 0x10C // __le32 s_jnl_blocks[17]: i_block[15], i_size_high, i_size
 	sbBlocksCountHi     = 0x150 // __le32 s_blocks_count_hi
 	sbRBlocksCountHi    = 0x154 // __le32 s_r_blocks_count_hi
 	sbFreeBlocksCountHi = 0x158 // __le32 s_free_blocks_count_hi
@@ -56,6 +59,9 @@ const (
 	sbChecksumType      = 0x175 // __u8 s_checksum_type (1 = crc32c)
 	sbBackupBgs         = 0x24C // __le32 s_backup_bgs[2] (sparse_super2)
 	sbChecksumSeed      = 0x270 // __le32 s_checksum_seed (csum_seed feature)
+	sbWtimeHi           = 0x274 // __u8 s_wtime_hi
+	sbMkfsTimeHi        = 0x276 // __u8 s_mkfs_time_hi
+	sbLastcheckHi       = 0x277 // __u8 s_lastcheck_hi
 	sbChecksum          = 0x3FC // __le32 s_checksum
 )
 
@@ -65,115 +71,31 @@ const (
 	sbFlagUnsignedHash = 0x2
 )
 
-// Feature bits (s_feature_compat / _incompat / _ro_compat).
-const (
-	compatDirPrealloc   = 0x1
-	compatImagicInodes  = 0x2
-	compatHasJournal    = 0x4
-	compatExtAttr       = 0x8
-	compatResizeInode   = 0x10
-	compatDirIndex      = 0x20
-	compatLazyBG        = 0x40
-	compatExcludeBitmap = 0x100
-	compatSparseSuper2  = 0x200
-	compatFastCommit    = 0x400
-	compatStableInodes  = 0x800
-	compatOrphanFile    = 0x1000
-
-	incompatCompression = 0x1
-	incompatFiletype    = 0x2
-	incompatRecover     = 0x4
-	incompatJournalDev  = 0x8
-	incompatMetaBG      = 0x10
-	incompatExtents     = 0x40
-	incompat64bit       = 0x80
-	incompatMMP         = 0x100
-	incompatFlexBG      = 0x200
-	incompatEAInode     = 0x400
-	incompatDirData     = 0x1000
-	incompatCsumSeed    = 0x2000
-	incompatLargedir    = 0x4000
-	incompatInlineData  = 0x8000
-	incompatEncrypt     = 0x10000
-	incompatCasefold    = 0x20000
-
-	roCompatSparseSuper   = 0x1
-	roCompatLargeFile     = 0x2
-	roCompatBtreeDir      = 0x4
-	roCompatHugeFile      = 0x8
-	roCompatGdtCsum       = 0x10
-	roCompatDirNlink      = 0x20
-	roCompatExtraIsize    = 0x40
-	roCompatHasSnapshot   = 0x80
-	roCompatQuota         = 0x100
-	roCompatBigalloc      = 0x200
-	roCompatMetadataCsum  = 0x400
-	roCompatReplica       = 0x800
-	roCompatReadonly      = 0x1000
-	roCompatProject       = 0x2000
-	roCompatSharedBlocks  = 0x4000
-	roCompatVerity        = 0x8000
-	roCompatOrphanPresent = 0x10000
-)
-
-// featureNames gives e2fsprogs' names, used in refusals.
-var (
-	compatNames = map[uint32]string{
-		compatDirPrealloc: "dir_prealloc", compatImagicInodes: "imagic_inodes",
-		compatHasJournal: "has_journal", compatExtAttr: "ext_attr", compatResizeInode: "resize_inode",
-		compatDirIndex: "dir_index", compatLazyBG: "lazy_bg", compatExcludeBitmap: "snapshot_bitmap",
-		compatSparseSuper2: "sparse_super2", compatFastCommit: "fast_commit",
-		compatStableInodes: "stable_inodes", compatOrphanFile: "orphan_file",
-	}
-	incompatNames = map[uint32]string{
-		incompatCompression: "compression", incompatFiletype: "filetype", incompatRecover: "needs_recovery",
-		incompatJournalDev: "journal_dev", incompatMetaBG: "meta_bg", incompatExtents: "extent",
-		incompat64bit: "64bit", incompatMMP: "mmp", incompatFlexBG: "flex_bg", incompatEAInode: "ea_inode",
-		incompatDirData: "dirdata", incompatCsumSeed: "metadata_csum_seed", incompatLargedir: "large_dir",
-		incompatInlineData: "inline_data", incompatEncrypt: "encrypt", incompatCasefold: "casefold",
-	}
-	roCompatNames = map[uint32]string{
-		roCompatSparseSuper: "sparse_super", roCompatLargeFile: "large_file", roCompatBtreeDir: "btree_dir",
-		roCompatHugeFile: "huge_file", roCompatGdtCsum: "uninit_bg", roCompatDirNlink: "dir_nlink",
-		roCompatExtraIsize: "extra_isize", roCompatHasSnapshot: "snapshot", roCompatQuota: "quota",
-		roCompatBigalloc: "bigalloc", roCompatMetadataCsum: "metadata_csum", roCompatReplica: "replica",
-		roCompatReadonly: "read-only", roCompatProject: "project", roCompatSharedBlocks: "shared_blocks",
-		roCompatVerity: "verity", roCompatOrphanPresent: "orphan_present",
-	}
-)
-
-// featureList names the bits of mask, for messages.
-func featureList(mask uint32, names map[uint32]string) string {
-	var out []string
-	for bit := uint32(1); bit != 0; bit <<= 1 {
-		if mask&bit == 0 {
-			continue
-		}
-		if n, ok := names[bit]; ok {
-			out = append(out, n)
-		} else {
-			out = append(out, fmt.Sprintf("unknown(0x%x)", bit))
-		}
-	}
-	return strings.Join(out, ",")
-}
-
 // superblock wraps the raw 1024 bytes.
 type superblock struct{ b []byte }
 
-func (s superblock) inodesCount() uint32       { return le32(s.b, sbInodesCount) }
-func (s superblock) firstDataBlock() uint32    { return le32(s.b, sbFirstDataBlock) }
-func (s superblock) blocksPerGroup() uint32    { return le32(s.b, sbBlocksPerGroup) }
-func (s superblock) inodesPerGroup() uint32    { return le32(s.b, sbInodesPerGroup) }
-func (s superblock) compat() uint32            { return le32(s.b, sbFeatureCompat) }
-func (s superblock) incompat() uint32          { return le32(s.b, sbFeatureIncompat) }
-func (s superblock) roCompat() uint32          { return le32(s.b, sbFeatureRoCompat) }
-func (s superblock) revLevel() uint32          { return le32(s.b, sbRevLevel) }
-func (s superblock) uuid() []byte              { return s.b[sbUUID : sbUUID+16] }
-func (s superblock) state() uint16             { return le16(s.b, sbState) }
-func (s superblock) hasCompat(f uint32) bool   { return s.compat()&f != 0 }
-func (s superblock) hasIncompat(f uint32) bool { return s.incompat()&f != 0 }
-func (s superblock) hasRoCompat(f uint32) bool { return s.roCompat()&f != 0 }
+func (s superblock) inodesCount() uint32    { return le32(s.b, sbInodesCount) }
+func (s superblock) firstDataBlock() uint32 { return le32(s.b, sbFirstDataBlock) }
+func (s superblock) blocksPerGroup() uint32 { return le32(s.b, sbBlocksPerGroup) }
+func (s superblock) inodesPerGroup() uint32 { return le32(s.b, sbInodesPerGroup) }
+func (s superblock) compat() compatFeatures { return compatFeatures(le32(s.b, sbFeatureCompat)) }
+func (s superblock) incompat() incompatFeatures {
+	return incompatFeatures(le32(s.b, sbFeatureIncompat))
+}
+func (s superblock) roCompat() roCompatFeatures {
+	return roCompatFeatures(le32(s.b, sbFeatureRoCompat))
+}
+func (s superblock) revLevel() uint32 { return le32(s.b, sbRevLevel) }
+func (s superblock) uuid() []byte     { return s.b[sbUUID : sbUUID+16] }
+func (s superblock) state() uint16    { return le16(s.b, sbState) }
+
+func (s superblock) hasCompat(f compatFeatures) bool     { return s.compat().has(f) }
+func (s superblock) hasIncompat(f incompatFeatures) bool { return s.incompat().has(f) }
+func (s superblock) hasRoCompat(f roCompatFeatures) bool { return s.roCompat().has(f) }
+
+func (s superblock) setCompat(f compatFeatures)     { put32(s.b, sbFeatureCompat, uint32(f)) }
+func (s superblock) setIncompat(f incompatFeatures) { put32(s.b, sbFeatureIncompat, uint32(f)) }
+func (s superblock) setRoCompat(f roCompatFeatures) { put32(s.b, sbFeatureRoCompat, uint32(f)) }
 
 func (s superblock) blocksCount() uint64 {
 	v := uint64(le32(s.b, sbBlocksCountLo))

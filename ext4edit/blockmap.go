@@ -154,37 +154,69 @@ func (img *Image) indirectWalk(in *inode, leaf func(fileExtent) error, node func
 // that is mostly hole costs a few blocks, not the full tree of a dense
 // file of its size. mapNew allocates exactly this many.
 func (img *Image) indirectOverhead(exts []fileExtent) uint64 {
+	t := img.newIndirectTally()
+	for _, e := range exts {
+		t.add(e)
+	}
+	return t.blocks()
+}
+
+// indirectTally is indirectOverhead kept run by run: one spanCount per
+// level of pointer blocks under i_block[12], [13] and [14].
+type indirectTally [6]spanCount
+
+func (img *Image) newIndirectTally() indirectTally {
 	a := img.apb()
 	ind := uint64(directBlocks) // first block under i_block[12]
 	dind := ind + a             // first under i_block[13]
 	tind := dind + a*a          // first under i_block[14]
 	end := tind + a*a*a
-	return indirectSpans(exts, ind, dind, a) +
-		indirectSpans(exts, dind, tind, a*a) + indirectSpans(exts, dind, tind, a) +
-		indirectSpans(exts, tind, end, a*a*a) + indirectSpans(exts, tind, end, a*a) + indirectSpans(exts, tind, end, a)
+	return indirectTally{
+		{base: ind, limit: dind, span: a},
+		{base: dind, limit: tind, span: a * a}, {base: dind, limit: tind, span: a},
+		{base: tind, limit: end, span: a * a * a}, {base: tind, limit: end, span: a * a}, {base: tind, limit: end, span: a},
+	}
 }
 
-// indirectSpans counts the distinct spans [base+k*span, base+(k+1)*span)
-// that hold a mapped block of exts inside [base, limit): the pointer
-// blocks of one level, each covering span logical blocks.
-func indirectSpans(exts []fileExtent, base, limit, span uint64) uint64 {
+func (t *indirectTally) add(e fileExtent) {
+	for i := range t {
+		t[i].add(e)
+	}
+}
+
+func (t *indirectTally) blocks() uint64 {
 	var n uint64
-	prev, seen := uint64(0), false // the last span counted
-	for _, e := range exts {
-		s, t := max(e.lblk, base), min(e.lblk+e.len, limit)
-		if s >= t {
-			continue
-		}
-		first, last := (s-base)/span, (t-1-base)/span
-		if seen && first == prev {
-			first++ // shared with the previous run
-		}
-		if first <= last {
-			n += last - first + 1
-		}
-		prev, seen = last, true
+	for i := range t {
+		n += t[i].n
 	}
 	return n
+}
+
+// spanCount counts the distinct spans [base+k*span, base+(k+1)*span)
+// inside [base, limit) that hold a mapped block, as runs are added in
+// increasing logical order: the pointer blocks of one level, each
+// covering span logical blocks. A run that continues the previous one
+// counts as the two would merged.
+type spanCount struct {
+	base, limit, span uint64
+	n                 uint64
+	prev              uint64 // the last span counted
+	seen              bool
+}
+
+func (c *spanCount) add(e fileExtent) {
+	s, t := max(e.lblk, c.base), min(e.lblk+e.len, c.limit)
+	if s >= t {
+		return
+	}
+	first, last := (s-c.base)/c.span, (t-1-c.base)/c.span
+	if c.seen && first == c.prev {
+		first++ // shared with the previous run
+	}
+	if first <= last {
+		c.n += last - first + 1
+	}
+	c.prev, c.seen = last, true
 }
 
 // indirectSet points logical block lblk at pblk, creating pointer blocks

@@ -25,6 +25,9 @@
 // image, never above its root, with the kernel's bound of 40; the last
 // element is followed by the Stat-like calls and not by the L-calls, as
 // in package os. A path is at most 4096 bytes (PATH_MAX) and a name 255.
+// [Image.ReadFile] returns files up to 1 GiB whole; larger ones stream
+// through the [fs.FS] view ([Image.FS]), whose files read straight from
+// their blocks, never more than the caller asks for.
 //
 // # Operations
 //

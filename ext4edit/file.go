@@ -273,10 +273,14 @@ type File struct {
 	// size is the file's length up to buf: always a whole number of
 	// blocks until Close writes the tail, so the next block written is
 	// logical block size/bs, holes included.
-	size   uint64
-	buf    []byte // bytes not yet making a whole block
-	exts   []fileExtent
-	closed bool
+	size uint64
+	buf  []byte // bytes not yet making a whole block
+	exts []fileExtent
+	// tally is what mapping exts costs besides the data, valid while
+	// tallied (allocWrite keeps it in step; restoreExts invalidates it).
+	tally   mapTally
+	tallied bool
+	closed  bool
 	// sparse: whole zero blocks given to Write/ReadFrom become holes.
 	sparse bool
 	// orphaned: the inode was removed or truncated by another call while
@@ -585,6 +589,7 @@ func (f *File) saveExts() savedExts {
 func (f *File) restoreExts(s savedExts) {
 	f.exts = append(f.exts[:s.n-len(s.last)], s.last...)
 	f.size = s.size
+	f.tallied = false
 }
 
 // allocSparse is allocWrite for whole blocks in sparse mode: runs of
@@ -649,9 +654,14 @@ func (f *File) allocWrite(data []byte, size int) error {
 	if err := f.checkSize(f.size, uint64(size)); err != nil {
 		return err
 	}
-	// Keep room for the extent tree Close will build.
-	exts := append(append([]fileExtent(nil), f.exts...), fileExtent{lblk: f.nextLblk(), len: blocks})
-	if err := f.img.needBlocks(blocks + f.img.mapOverhead(exts, f.img.newFileUsesExtents())); err != nil {
+	// Keep room for the tree Close will build, counting this run as a
+	// new one (it may merge with the last).
+	if !f.tallied {
+		f.tally, f.tallied = f.img.tallyOf(f.exts), true
+	}
+	next := f.tally
+	next.add(fileExtent{lblk: f.nextLblk(), len: blocks}, false)
+	if err := f.img.needBlocks(blocks + next.overhead(f.img)); err != nil {
 		return err
 	}
 	goal := f.img.groupFirstBlock((f.ino - 1) / f.img.ipg)
@@ -670,10 +680,13 @@ func (f *File) allocWrite(data []byte, size int) error {
 		if err := f.img.writeData(r.start, data[off:end]); err != nil {
 			return err
 		}
+		run := fileExtent{lblk: lblk, pblk: r.start, len: r.len}
 		if k := len(f.exts) - 1; k >= 0 && f.exts[k].pblk+f.exts[k].len == r.start && f.exts[k].lblk+f.exts[k].len == lblk {
 			f.exts[k].len += r.len
+			f.tally.add(run, true)
 		} else {
-			f.exts = append(f.exts, fileExtent{lblk: lblk, pblk: r.start, len: r.len})
+			f.exts = append(f.exts, run)
+			f.tally.add(run, false)
 		}
 		lblk += r.len
 		off = end

@@ -54,6 +54,51 @@ func (img *Image) mapOverhead(exts []fileExtent, extents bool) uint64 {
 	return img.indirectOverhead(exts)
 }
 
+// mapTally is mapOverhead kept up to date as a File appends runs in
+// logical order, so the space check before each allocation costs the
+// same for the first run as for the ten-thousandth: a sparse file of
+// many small fragments does not walk every run written so far each time.
+type mapTally struct {
+	extents bool
+	split   uint64 // extents of the runs before the last, split at maxInitLen
+	last    uint64 // the last run's length: it may still grow
+	ind     indirectTally
+}
+
+// tallyOf is the tally of exts (in logical order, not overlapping).
+func (img *Image) tallyOf(exts []fileExtent) mapTally {
+	t := mapTally{extents: img.newFileUsesExtents()}
+	if !t.extents {
+		t.ind = img.newIndirectTally()
+	}
+	for _, e := range exts {
+		t.add(e, false)
+	}
+	return t
+}
+
+// add counts run e: a new run, or (merged) blocks that extend the last.
+func (t *mapTally) add(e fileExtent, merged bool) {
+	if !t.extents {
+		t.ind.add(e)
+		return
+	}
+	if merged {
+		t.last += e.len
+		return
+	}
+	t.split += (t.last + maxInitLen - 1) / maxInitLen
+	t.last = e.len
+}
+
+// overhead is mapOverhead of the runs counted.
+func (t *mapTally) overhead(img *Image) uint64 {
+	if !t.extents {
+		return t.ind.blocks()
+	}
+	return img.extentTreeBlocks(t.split + (t.last+maxInitLen-1)/maxInitLen)
+}
+
 // maxFileSize is the largest i_size a regular file mapped with extents
 // (or a block map) can have here: the kernel's s_maxbytes
 // (ext4_max_size, ext4_max_bitmap_size), so that the kernel can read and

@@ -108,8 +108,11 @@
 // reading the blocks it mapped when it was opened). A [File] from
 // [Image.Create] is a writer for one
 // goroutine at a time, like a bufio.Writer; the Image stays usable by
-// others while it is open. Sync and Close commit what was written to
-// open Files and close them. Different images are independent.
+// others while it is open (each of its allocations takes the image
+// lock). Sync and Close close the Files still open and commit what was
+// written to them, so no writer may still be using one then; a second
+// Close fails with [ErrClosed]. Different images are independent.
+// TestConcurrentUse exercises this contract; run it with -race.
 //
 // # Errors
 //

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"slices"
 	"sort"
 	"time"
 )
@@ -311,12 +312,12 @@ func (img *Image) Create(name string, perm fs.FileMode) (*File, error) {
 			return err
 		}
 		f.ino = in.ino
+		img.files.open = append(img.files.open, f) // under the image lock
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	img.files.open = append(img.files.open, f)
 	return f, nil
 }
 
@@ -353,12 +354,15 @@ func (img *Image) CreateExcl(name string, perm fs.FileMode) (*File, error) {
 			return err
 		}
 		f.ino = in.ino
-		return img.writeInode(in)
+		if err := img.writeInode(in); err != nil {
+			return err
+		}
+		img.files.open = append(img.files.open, f) // under the image lock
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	img.files.open = append(img.files.open, f)
 	return f, nil
 }
 
@@ -707,7 +711,9 @@ func (f *File) Close() error {
 		return pathErr("close", f.name, fs.ErrClosed)
 	}
 	f.closed = true
+	f.img.mu.Lock()
 	f.img.dropOpenFile(f)
+	f.img.mu.Unlock()
 	saved := f.saveExts()
 	err := f.img.mutate("close", f.name, f.finish)
 	f.img.putWriteBuf(f.buf)
@@ -852,11 +858,18 @@ func (img *Image) dropOpenFile(f *File) {
 	}
 }
 
-// closeOpenFiles finishes Files still open at Sync/Close.
+// closeOpenFiles finishes Files still open at Sync/Close. Each Close
+// takes the image lock itself, so the list is copied under it first.
 func (img *Image) closeOpenFiles() error {
+	img.mu.Lock()
+	open := slices.Clone(img.files.open)
+	img.mu.Unlock()
 	var first error
-	for len(img.files.open) > 0 {
-		if err := img.files.open[0].Close(); err != nil && first == nil {
+	for _, f := range open {
+		if f.closed {
+			continue
+		}
+		if err := f.Close(); err != nil && first == nil {
 			first = err
 		}
 	}

@@ -14,7 +14,8 @@ import (
 // concurrent use.
 type Image struct {
 	// mu serialises every public method: edits, and reads through the
-	// shared block cache (fs.FS users read concurrently).
+	// shared block cache (fs.FS users read concurrently). It guards every
+	// field below; a File's own fields belong to its one writer.
 	mu     sync.Mutex
 	f      *os.File
 	dev    device // all filesystem I/O goes through dev (f, or a test wrapper)
@@ -22,9 +23,11 @@ type Image struct {
 	off    int64 // byte offset of the filesystem in f
 	ro     bool
 	closed bool
-	locked bool
-	opts   Options
-	now    func() time.Time
+	// closing: a Close is finishing the open Files before it commits.
+	closing bool
+	locked  bool
+	opts    Options
+	now     func() time.Time
 
 	geometry // validated at open
 	sb       superblock

@@ -320,7 +320,10 @@ func (img *Image) readable() error {
 
 // Sync commits every pending change and keeps the image open.
 func (img *Image) Sync() error {
-	if img.closed {
+	img.mu.Lock()
+	gone := img.closed || img.closing
+	img.mu.Unlock()
+	if gone {
 		return ErrClosed
 	}
 	if img.ro {
@@ -339,9 +342,13 @@ func (img *Image) Sync() error {
 
 // Close commits every pending change and closes the image.
 func (img *Image) Close() error {
-	if img.closed {
+	img.mu.Lock()
+	if img.closed || img.closing {
+		img.mu.Unlock()
 		return ErrClosed
 	}
+	img.closing = true // a second Close, racing this one, fails
+	img.mu.Unlock()
 	var err error
 	if !img.ro {
 		err = img.closeOpenFiles()
@@ -376,7 +383,7 @@ func (img *Image) Close() error {
 func (img *Image) Discard() error {
 	img.mu.Lock()
 	defer img.mu.Unlock()
-	if img.closed {
+	if img.closed || img.closing {
 		return ErrClosed
 	}
 	if img.locked {

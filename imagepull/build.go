@@ -56,6 +56,9 @@ type BuildOptions struct {
 	// (unsupported xattr namespaces, unknown entry types, clamped times).
 	// Nil discards.
 	Warnf func(format string, args ...any)
+	// Progress, when set, receives ProgressBuild events as the layers are
+	// applied (from the goroutine calling BuildExt4). Nil reports nothing.
+	Progress func(ProgressEvent)
 }
 
 // DefaultMaxAutoSize is the largest image an estimate may ask for unless
@@ -211,7 +214,11 @@ func BuildExt4File(ctx context.Context, f *os.File, layers []LayerSource, opts B
 		if err != nil {
 			return fail(&LayerError{Layer: i + 1, Digest: l.Digest, Err: err})
 		}
-		err = a.applyLayer(ctx, i+1, l.Digest, rc)
+		var r io.Reader = rc
+		if opts.Progress != nil {
+			r = &buildProgress{r: rc, stats: &a.stats, ev: ProgressEvent{Phase: ProgressBuild, Layer: i + 1, Layers: len(layers)}, progress: opts.Progress}
+		}
+		err = a.applyLayer(ctx, i+1, l.Digest, r)
 		if cerr := rc.Close(); err == nil && cerr != nil {
 			err = &LayerError{Layer: i + 1, Digest: l.Digest, Err: cerr}
 		}
@@ -220,7 +227,28 @@ func BuildExt4File(ctx context.Context, f *os.File, layers []LayerSource, opts B
 		}
 	}
 	a.stats.Size, a.stats.InodeRatio, a.stats.Estimated = st.Size, st.InodeRatio, st.Estimated
+	if opts.Progress != nil {
+		opts.Progress(ProgressEvent{Phase: ProgressBuild, Layers: len(layers), Entries: a.stats.Entries, FileBytes: a.stats.FileBytes, Done: true})
+	}
 	return img, &a.stats, nil
+}
+
+// buildProgress reports the applier's counts on each read of a layer's
+// stream. The applier reads the stream from the goroutine that updates
+// its stats, so reading them here needs no lock, and the applier itself
+// needs no hook.
+type buildProgress struct {
+	r        io.Reader
+	stats    *BuildStats
+	ev       ProgressEvent
+	progress func(ProgressEvent)
+}
+
+func (p *buildProgress) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.ev.Entries, p.ev.FileBytes = p.stats.Entries, p.stats.FileBytes
+	p.progress(p.ev)
+	return n, err
 }
 
 func scanSource(ctx context.Context, l LayerSource, bs uint32) (LayerUsage, error) {
@@ -251,16 +279,23 @@ type LayerUsage struct {
 // ScanLayer reads a layer's uncompressed tar stream to its end and counts
 // what it needs in an image of bs-byte blocks. It counts data, not
 // declared sizes: a file's blocks are bounded by the bytes the stream
-// carries for it (a sparse entry declaring 100 GiB in a few bytes counts
-// those bytes), and directories a layer implies without listing them
-// count like listed ones. Entry data is skipped, never read through tar
-// (which would fill a sparse entry's holes with zeros).
+// carries for it, a sparse entry's by the blocks its data fragments touch
+// (so 100 GiB declared in a few bytes counts a block or two, and 20,000
+// one-byte fragments 20,000 blocks and their extent tree), and
+// directories a layer implies without listing them count like listed
+// ones. Entry data is skipped, never read through tar (which would fill
+// a sparse entry's holes with zeros).
 func ScanLayer(ctx context.Context, r io.Reader, bs uint32) (LayerUsage, error) {
 	var u LayerUsage
 	// Every read checks ctx: skipping a huge entry's data is cancellable.
 	cr := &ctxReader{ctx: ctx, r: r}
 	tr := tar.NewReader(cr)
 	b := int64(bs)
+	// A sparse entry's map is read off the tape of its headers, as the
+	// applier reads it (sparse.go); its data is skipped by the map.
+	var tp tape
+	var sp *sparseData
+	buf := make([]byte, 64<<10)
 	dirs := newPathSet()
 	// pending is the declared data size of the previous file entry, whose
 	// blocks are counted once the next header shows how many bytes of
@@ -279,7 +314,21 @@ func ScanLayer(ctx context.Context, r io.Reader, bs uint32) (LayerUsage, error) 
 		if err := ctx.Err(); err != nil {
 			return u, err
 		}
+		// The previous entry's data goes first, so the tape starts at a
+		// block boundary: a sparse entry's by its map (then a new reader
+		// takes the stream at the next header), any other's through tr.
+		if sp != nil {
+			if err := skipSparse(cr, sp, buf); err != nil {
+				return u, err
+			}
+			sp, tr = nil, tar.NewReader(cr)
+		} else if _, err := io.CopyBuffer(discardOnly{}, tr, buf); err != nil {
+			return u, fmt.Errorf("reading tar: %w", err)
+		}
+		tp.reset(cr.n)
+		cr.tape = &tp
 		hdr, err := tr.Next()
+		cr.tape = nil
 		settle()
 		last = cr.n
 		if err == io.EOF {
@@ -287,6 +336,11 @@ func ScanLayer(ctx context.Context, r io.Reader, bs uint32) (LayerUsage, error) 
 		}
 		if err != nil {
 			return u, fmt.Errorf("reading tar: %w", err)
+		}
+		if kind := sparseKind(hdr); kind != sparseNone {
+			if sp, err = tp.sparseMap(hdr, kind); err != nil {
+				return u, fmt.Errorf("entry %q: %w", shortName(hdr.Name), err)
+			}
 		}
 		p := cleanPath(hdr.Name)
 		if len(p) > MaxPathBytes {
@@ -322,7 +376,11 @@ func ScanLayer(ctx context.Context, r io.Reader, bs uint32) (LayerUsage, error) 
 			u.Dirs++
 		case tar.TypeReg, tar.TypeCont, tar.TypeGNUSparse:
 			u.Files++
-			pending = max(hdr.Size, 0)
+			if sp != nil {
+				u.FileBlocks = satAdd(u.FileBlocks, sparseBlocks(sp.frags, b))
+			} else {
+				pending = max(hdr.Size, 0)
+			}
 		case tar.TypeSymlink:
 			if len(hdr.Linkname) >= 60 {
 				u.LongSymlinks++

@@ -52,6 +52,11 @@
 // [DefaultMaxAutoSize] ([ErrTooBig]); every other limit and what happens
 // past it is in the README's "Hostile input" table.
 //
+// PullOptions.Progress (and BuildOptions.Progress) reports bytes per layer
+// and the build's entries as they happen, for a daemon's own display;
+// PullOptions.Insecure allows plain HTTP or unverified TLS for the
+// source's registry host only.
+//
 // The command-line tool cmd/imagepull is a thin layer over this package:
 // `imagepull pull`, `imagepull inject` and `imagepull apply-ownership`.
 package imagepull

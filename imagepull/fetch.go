@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/sha512"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -72,6 +73,15 @@ type FetchOptions struct {
 	Keychain authn.Keychain
 	// Transport for registry requests; nil is remote.DefaultTransport.
 	Transport http.RoundTripper
+	// Insecure lets the registry the source names (only that host: a
+	// token server elsewhere keeps its TLS checked) be reached over plain
+	// HTTP (name.Insecure) or over TLS without certificate verification.
+	// The verification is skipped in a clone of Transport when it is an
+	// *http.Transport (or nil); another RoundTripper's TLS is the
+	// caller's. Without it, plain HTTP is tried only where
+	// go-containerregistry tries it: localhost, 127.0.0.1, ::1 and
+	// private (RFC 1918) addresses.
+	Insecure bool
 	// SpoolDir, when set, keeps each registry layer's compressed bytes in
 	// a file there on first read, so a second read (the size scan, then
 	// the build) does not download again. The caller removes the
@@ -341,7 +351,11 @@ func layerMediaType(mt types.MediaType) bool {
 }
 
 func fetchRemote(ctx context.Context, s string, opts FetchOptions) (*Fetched, error) {
-	ref, err := name.ParseReference(s)
+	var nopts []name.Option
+	if opts.Insecure {
+		nopts = append(nopts, name.Insecure)
+	}
+	ref, err := name.ParseReference(s, nopts...)
 	if err != nil {
 		return nil, err
 	}
@@ -353,9 +367,17 @@ func fetchRemote(ctx context.Context, s string, opts FetchOptions) (*Fetched, er
 	if rt == nil {
 		rt = remote.DefaultTransport
 	}
+	if opts.Insecure {
+		rt = insecureFor(ref.Context().RegistryStr(), rt)
+	}
 	ropts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(kc), remote.WithTransport(capManifests{rt})}
 	desc, err := remote.Get(ref, ropts...)
 	if err != nil {
+		if !opts.Insecure && (errors.Is(err, http.ErrSchemeMismatch) || strings.Contains(err.Error(), "server gave HTTP response to HTTPS client")) {
+			// Say what to do about it: the plain-HTTP registry is the
+			// user's to trust.
+			return nil, fmt.Errorf("%w (registry %s speaks plain HTTP: allow it with Insecure / --insecure)", err, ref.Context().RegistryStr())
+		}
 		return nil, err
 	}
 	var img v1.Image
@@ -415,6 +437,36 @@ func fetchRemote(ctx context.Context, s string, opts FetchOptions) (*Fetched, er
 	f.IndexDigest = indexDigest
 	f.Reference = ref.Context().Digest(f.ManifestDigest).String()
 	return f, nil
+}
+
+// insecureFor returns a RoundTripper that sends requests for host
+// (host[:port], as the reference names the registry) through a clone of
+// rt that skips TLS verification, and every other request (a token
+// server, a blob redirect elsewhere) through rt itself.
+func insecureFor(host string, rt http.RoundTripper) http.RoundTripper {
+	t, ok := rt.(*http.Transport)
+	if !ok {
+		return rt // not ours to reconfigure
+	}
+	t = t.Clone()
+	if t.TLSClientConfig == nil {
+		t.TLSClientConfig = &tls.Config{}
+	}
+	t.TLSClientConfig.InsecureSkipVerify = true // asked for, for this one registry
+	return hostRoute{host: host, insecure: t, rt: rt}
+}
+
+// hostRoute sends host's requests through insecure, others through rt.
+type hostRoute struct {
+	host         string
+	insecure, rt http.RoundTripper
+}
+
+func (h hostRoute) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Host == h.host {
+		return h.insecure.RoundTrip(req)
+	}
+	return h.rt.RoundTrip(req)
 }
 
 // capManifests refuses registry manifest and index responses over

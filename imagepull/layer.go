@@ -88,6 +88,10 @@ type applier struct {
 	// raw is the layer's tar stream as tar reads it; ctx the build's.
 	raw *ctxReader
 	ctx context.Context
+	// tape records the header chain of the entry Next returns; sp is the
+	// current entry's sparse data, nil for any other entry (sparse.go).
+	tape tape
+	sp   *sparseData
 	// tmin and tmax are the times the image can store; warned counts the
 	// clamping warnings given (the first few are shown, all are counted).
 	tmin, tmax time.Time
@@ -95,11 +99,12 @@ type applier struct {
 }
 
 // ctxReader is a layer stream that fails with ctx's error once ctx is
-// done, and counts what it yields.
+// done, and counts what it yields; while tape is set, it records it there.
 type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-	n   int64
+	ctx  context.Context
+	r    io.Reader
+	n    int64
+	tape *tape
 }
 
 func (c *ctxReader) Read(p []byte) (int, error) {
@@ -108,6 +113,9 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 	}
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if c.tape != nil {
+		c.tape.add(p[:n])
+	}
 	return n, err
 }
 
@@ -182,7 +190,13 @@ func (a *applier) applyLayer(ctx context.Context, n int, digest string, r io.Rea
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		// The tape records the header chain Next reads, from its first
+		// block: every entry's data was read to its end, so Next skips
+		// only the padding before it.
+		a.tape.reset(a.raw.n)
+		a.raw.tape = &a.tape
 		hdr, err := tr.Next()
+		a.raw.tape = nil
 		if err == io.EOF {
 			break
 		}
@@ -196,8 +210,30 @@ func (a *applier) applyLayer(ctx context.Context, n int, digest string, r io.Rea
 			}
 			return &LayerError{Layer: n, Digest: digest, Err: err}
 		}
+		a.sp = nil
+		if kind := sparseKind(hdr); kind != sparseNone {
+			// Its data is read from the stream, not through tr, which
+			// would fill the holes with zeros (sparse.go).
+			if a.sp, err = a.tape.sparseMap(hdr, kind); err != nil {
+				return &LayerError{Layer: n, Digest: digest, Entry: hdr.Name, Err: err}
+			}
+		}
 		if err := a.entry(hdr, tr); err != nil {
 			return &LayerError{Layer: n, Digest: digest, Entry: hdr.Name, Err: err}
+		}
+		if a.sp != nil {
+			// tr read none of the data: a new reader takes the stream at
+			// the next header.
+			if err := a.skipSparse(); err != nil {
+				return &LayerError{Layer: n, Digest: digest, Entry: hdr.Name, Err: err}
+			}
+			a.sp = nil
+			tr = tar.NewReader(r)
+		} else {
+			// What the entry did not read (a skipped entry's data) goes
+			// now, so the next tape starts at a block boundary. An error
+			// stays in tr, whose Next reports it.
+			_, _ = io.CopyBuffer(discardOnly{}, tr, a.buf)
 		}
 		w := 1
 		if hdr.Typeflag == tar.TypeDir {
@@ -741,13 +777,18 @@ func (a *applier) file(p string, hdr *tar.Header, tr *tar.Reader) error {
 }
 
 // copyData copies an entry's data into f, leaving holes where the data
-// has them: a chunk tar made up without reading the stream is a sparse
-// entry's hole (tar only fills those with zeros), and whole zero blocks
-// among read data become holes too (File.SetSparse), as mke2fs -d makes
-// them. A 100 GiB sparse entry costs tar's zero fill, not 100 GiB of
-// writes, and the image file stays as sparse as the layer. ctx is checked
-// between chunks.
+// has them: a sparse entry's data is copied by its map, straight from the
+// stream (copySparse: its holes cost nothing, where tar would fill them
+// with zeros), and whole zero blocks among read data become holes too
+// (File.SetSparse), as mke2fs -d makes them, so the image file stays as
+// sparse as the layer. A chunk tar made up without reading the stream
+// would be a sparse entry's hole; sparseKind takes every entry tar reads
+// as sparse, so none should reach that path. ctx is checked between
+// chunks.
 func (a *applier) copyData(f *ext4edit.File, tr *tar.Reader) (int64, error) {
+	if a.sp != nil {
+		return a.copySparse(f) // without tar's zero fill
+	}
 	f.SetSparse(true)
 	var total int64
 	for {

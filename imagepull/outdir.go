@@ -1,9 +1,37 @@
 package imagepull
 
 import (
+	"crypto/rand"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 )
+
+// OutputPerm is the mode a pull's outputs (rootfs.ext4, image.json, the
+// boot artifacts) are created with, less the umask: as readable as any
+// file the user makes, so a VMM running as another user of their group
+// can open them (os.CreateTemp's 0600 would hide them).
+const OutputPerm = 0o644
+
+// createTemp makes a new hidden file beside OUTDIR/name, named
+// "."+name+".tmp-" and a random suffix (what removeStaleTemps looks for).
+// It is made with O_EXCL and never through a symlink (openNoFollow), and
+// with OutputPerm: the kernel applies the umask at creation, which
+// reading the umask (syscall.Umask sets it, racing other goroutines)
+// could not do safely.
+func createTemp(outdir, name string) (*os.File, error) {
+	for range 16 {
+		p := filepath.Join(outdir, "."+name+".tmp-"+rand.Text())
+		f, err := openNoFollow(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, OutputPerm)
+		if errors.Is(err, fs.ErrExist) {
+			continue // a name taken already: draw another
+		}
+		return f, err
+	}
+	return nil, fmt.Errorf("%s: no free temporary name for %s", outdir, name)
+}
 
 // openNoFollow opens a file in OUTDIR that must be a regular file reached
 // without a symlink: OUTDIR may be writable by others than the puller, and

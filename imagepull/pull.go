@@ -1,14 +1,17 @@
 package imagepull
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/banger/ext4kit/internal/filelock"
@@ -36,9 +39,49 @@ type PullOptions struct {
 	// keychain, remote.DefaultTransport).
 	Keychain  authn.Keychain
 	Transport http.RoundTripper
+	// Insecure lets the registry the source names be reached over plain
+	// HTTP or TLS without certificate checks (FetchOptions.Insecure).
+	Insecure bool
+	// Progress, when set, receives the layers' bytes as they are read and
+	// the build's counts (see ProgressEvent). Nil reports nothing.
+	Progress func(ProgressEvent)
 	// Warnf receives notes on layer entries skipped or changed; Logf
 	// progress. Nil discards.
 	Warnf, Logf func(format string, args ...any)
+}
+
+// ProgressPhase says what a ProgressEvent counts.
+type ProgressPhase int
+
+const (
+	// ProgressFetch: a layer's blob (compressed, as stored) is being read
+	// for the first time: downloaded from a registry (and spooled when the
+	// size is estimated), or read from a layout or archive.
+	ProgressFetch ProgressPhase = iota + 1
+	// ProgressBuild: the layers are being applied to the image.
+	ProgressBuild
+)
+
+// ProgressEvent is one report to PullOptions.Progress (or
+// BuildOptions.Progress). Events come from the goroutines reading the
+// layers, several at once: the callback must be safe for concurrent use
+// and quick (it runs for every read; render on a timer, not per event).
+type ProgressEvent struct {
+	Phase  ProgressPhase
+	Layer  int // 1-based; 0 for a build event between layers
+	Layers int // how many the image has
+	// Digest names the layer (its blob digest, or diff ID for a docker
+	// archive); ProgressFetch only.
+	Digest string
+	// Bytes of the layer's blob read so far, of Total (-1 unknown);
+	// ProgressFetch only.
+	Bytes, Total int64
+	// Entries made and file bytes written so far, over every layer
+	// (BuildStats.Entries, BuildStats.FileBytes); ProgressBuild only.
+	Entries, FileBytes int64
+	// Done: the layer's blob was read to its end (ProgressFetch), or the
+	// last layer was applied (ProgressBuild).
+	Done bool
 }
 
 // PullResult is what Pull made.
@@ -77,7 +120,7 @@ func Pull(ctx context.Context, source, outdir string, opts PullOptions) (res *Pu
 	}
 
 	// Fetch: manifests and config now, layers as they are read.
-	fopts := FetchOptions{Platform: opts.Platform, Keychain: opts.Keychain, Transport: opts.Transport}
+	fopts := FetchOptions{Platform: opts.Platform, Keychain: opts.Keychain, Transport: opts.Transport, Insecure: opts.Insecure}
 	if opts.Size == 0 {
 		spool, err := os.MkdirTemp(outdir, ".layers.tmp-")
 		if err != nil {
@@ -91,12 +134,16 @@ func Pull(ctx context.Context, source, outdir string, opts PullOptions) (res *Pu
 		return nil, err
 	}
 	logf("fetched %s: %s, %d layers, manifest %s", source, fetched.Platform.String(), len(fetched.Layers), fetched.ManifestDigest)
+	if opts.Progress != nil {
+		reportFetch(fetched, opts.Progress)
+	}
 
 	// BuildExt4 into a temp file beside the final name, created with
 	// O_EXCL (never through a symlink) and used through this descriptor
 	// only: whoever else can write OUTDIR cannot redirect the image's
-	// writes by swapping the name for a symlink.
-	tmp, err := os.CreateTemp(outdir, "."+RootfsName+".tmp-")
+	// writes by swapping the name for a symlink. Its mode is the
+	// published one (createTemp: OutputPerm less the umask).
+	tmp, err := createTemp(outdir, RootfsName)
 	if err != nil {
 		return nil, err
 	}
@@ -121,11 +168,12 @@ func Pull(ctx context.Context, source, outdir string, opts PullOptions) (res *Pu
 		created = fetched.Config.Created.Time
 	}
 	img, stats, err := BuildExt4File(ctx, tmp, fetched.LayerSources(), BuildOptions{
-		Size:    opts.Size,
-		MaxSize: opts.MaxSize,
-		Seed:    []byte(seed),
-		Time:    created,
-		Warnf:   opts.Warnf,
+		Size:     opts.Size,
+		MaxSize:  opts.MaxSize,
+		Seed:     []byte(seed),
+		Time:     created,
+		Warnf:    opts.Warnf,
+		Progress: opts.Progress,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("build %s: %w", source, err)
@@ -160,6 +208,44 @@ func Pull(ctx context.Context, source, outdir string, opts PullOptions) (res *Pu
 	logf("staged %s", filepath.Join(outdir, RootfsName))
 	return &PullResult{Rootfs: filepath.Join(outdir, RootfsName), Metadata: meta, Stats: stats}, nil
 }
+
+// reportFetch makes the first read of each of f's layer blobs report its
+// bytes to progress. Later reads (the build after a sizing scan reads
+// the spooled copy) are not downloads and report nothing.
+func reportFetch(f *Fetched, progress func(ProgressEvent)) {
+	for i := range f.Layers {
+		l := &f.Layers[i]
+		open, opened := l.open, new(atomic.Bool)
+		ev := ProgressEvent{Phase: ProgressFetch, Layer: i + 1, Layers: len(f.Layers), Digest: cmp.Or(l.Digest, l.DiffID), Total: l.Size}
+		l.open = func() (io.ReadCloser, error) {
+			rc, err := open()
+			if err != nil || opened.Swap(true) {
+				return rc, err
+			}
+			progress(ev)
+			return &fetchProgress{rc: rc, ev: ev, progress: progress}, nil
+		}
+	}
+}
+
+// fetchProgress reports the bytes read through it.
+type fetchProgress struct {
+	rc       io.ReadCloser
+	ev       ProgressEvent
+	progress func(ProgressEvent)
+}
+
+func (p *fetchProgress) Read(b []byte) (int, error) {
+	n, err := p.rc.Read(b)
+	if n > 0 || err == io.EOF {
+		p.ev.Bytes += int64(n)
+		p.ev.Done = err == io.EOF
+		p.progress(p.ev)
+	}
+	return n, err
+}
+
+func (p *fetchProgress) Close() error { return p.rc.Close() }
 
 // metadataOf is image.json before staging adds the rootfs file fields.
 func metadataOf(f *Fetched, st *BuildStats) *ImageMetadata {

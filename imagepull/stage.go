@@ -94,12 +94,23 @@ type StageOptions struct {
 // removed before and written last, so its presence marks a complete pull.
 // tmpImage must be a regular file in outdir (a rename does not cross
 // filesystems; a symlink is refused, never published or read through).
+// Like Pull, it holds OUTDIR/.imagepull.lock while it runs and fails at
+// once with an error wrapping ErrOutdirBusy when a Pull (or another
+// stage) into OUTDIR holds it. The files it writes are created mode
+// OutputPerm less the umask; tmpImage keeps the mode it has.
 //
 // OUTDIR/kernel and OUTDIR/initrd are a pull's when image.json says so:
 // a stage without boot artifacts (or of an image without an initrd)
 // removes the ones an earlier pull staged, which would not describe this
 // image, and leaves alone files of those names that the user put there.
 func StageBootArtifacts(tmpImage, outdir string, meta *ImageMetadata, opts StageOptions) error {
+	// OUTDIR's lock, as Pull holds it: a Pull running into OUTDIR would
+	// otherwise interleave its renames with these.
+	unlock, err := lockOutdir(outdir)
+	if err != nil {
+		return fmt.Errorf("stage: %w", err)
+	}
+	defer unlock()
 	fi, err := os.Lstat(tmpImage)
 	if err != nil {
 		return fmt.Errorf("stage: %w", err)
@@ -279,7 +290,7 @@ func previousArtifacts(outdir string) map[string]bool {
 // writeTemp writes src to a new hidden file beside OUTDIR/name, synced,
 // and returns its path; on error the file is removed.
 func writeTemp(outdir, name string, src io.Reader) (string, error) {
-	f, err := os.CreateTemp(outdir, "."+name+".tmp-*")
+	f, err := createTemp(outdir, name)
 	if err != nil {
 		return "", err
 	}

@@ -2,13 +2,17 @@
 //
 //	imagepull inject [--agent PATH] [--allow-arch-mismatch] IMAGE
 //	imagepull apply-ownership --layer FILE [--layer FILE ...] IMAGE
-//	imagepull pull [--platform OS/ARCH[/VARIANT]] [--size N] [--boot-artifacts] [--no-agent] [--agent PATH] SOURCE OUTDIR
+//	imagepull pull [--platform OS/ARCH[/VARIANT]] [--size auto|SIZE] [--max-size SIZE] [--kernel-from-image] [--no-agents] [--agent PATH] [--insecure] [--json] SOURCE OUTDIR
 //
 // inject installs the guest assets (network bootstrap, vsock agent, their
 // systemd units, enabled) into IMAGE; the agent binary defaults to
 // banger-vsock-agent next to this executable. apply-ownership sets the
 // owners and modes recorded in the layer tar files (lowest first, gzip or
-// plain, OCI whiteouts honoured) on IMAGE's paths.
+// plain, OCI whiteouts honoured) on IMAGE's paths. pull makes
+// OUTDIR/rootfs.ext4 and OUTDIR/image.json from an image (see
+// `imagepull pull --help`: --no-agents and --kernel-from-image, with the
+// aliases --no-agent and --boot-artifacts; --insecure; --json); it draws
+// its progress on stderr when that is a terminal.
 //
 // Exit status: 0 done, 1 the operation failed (the message says why), 2
 // usage error.
@@ -28,7 +32,7 @@ import (
 const usage = `usage:
   imagepull inject [--agent PATH] [--allow-arch-mismatch] IMAGE
   imagepull apply-ownership --layer FILE [--layer FILE ...] IMAGE
-  imagepull pull [--platform OS/ARCH[/VARIANT]] [--size N] [--boot-artifacts] [--no-agent] [--agent PATH] SOURCE OUTDIR
+  imagepull pull [--platform OS/ARCH[/VARIANT]] [--size auto|SIZE] [--max-size SIZE] [--kernel-from-image] [--no-agents] [--agent PATH] [--insecure] [--json] SOURCE OUTDIR
 `
 
 func main() {

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -14,23 +16,70 @@ import (
 	"github.com/banger/ext4kit/imagepull"
 )
 
-const pullUsage = `usage: imagepull pull [--platform OS/ARCH[/VARIANT]] [--size N] [--max-size N] [--boot-artifacts] [--no-agent] [--agent PATH] SOURCE OUTDIR
+const pullUsage = `usage: imagepull pull [--platform OS/ARCH[/VARIANT]] [--size auto|SIZE] [--max-size SIZE]
+                     [--kernel-from-image] [--no-agents] [--agent PATH] [--insecure] [--json]
+                     SOURCE OUTDIR
 
 SOURCE is a registry reference (docker.io/library/debian:bookworm), oci:DIR[:TAG]
 (an OCI image layout) or docker-archive:FILE[:TAG] (a docker save tarball).
-OUTDIR receives rootfs.ext4, image.json and, with --boot-artifacts, kernel and
-initrd. --size takes bytes or a K/M/G/T suffix (binary); without it the size
-is estimated from the layers, up to --max-size (default 64G: a few-KiB
-hostile layer cannot claim a huge image; raise it for larger images).
+OUTDIR receives rootfs.ext4, image.json and, with --kernel-from-image, kernel and
+initrd (mode 0644 less the umask).
+
+  --platform OS/ARCH[/VARIANT]  platform to pick from a multi-platform image
+                                (default linux/GOARCH)
+  --size auto|SIZE              image size: bytes or a K/M/G/T suffix (binary,
+                                512M, 1.5G); auto (the default) estimates it from
+                                the layers, up to --max-size
+  --max-size SIZE               ceiling for the estimate (default 64G: a few-KiB
+                                hostile layer cannot claim a huge image; raise it
+                                for larger images)
+  --kernel-from-image           copy the image's kernel and initrd (from /boot)
+                                into OUTDIR (alias: --boot-artifacts)
+  --no-agents                   do not install the banger guest agents
+                                (alias: --no-agent)
+  --agent PATH                  banger-vsock-agent binary to install (default:
+                                next to this executable)
+  --insecure                    reach SOURCE's registry (that host only) over
+                                plain HTTP or TLS without certificate checks
+  --json                        print one JSON object (outputs, digests) on
+                                stdout; logs stay on stderr
+
+Progress (bytes per layer, the build's entries and bytes) is drawn on stderr
+when it is a terminal.
 `
 
 // pullMemoryLimit is the Go heap's soft limit during `pull` (unless
 // GOMEMLIMIT says otherwise).
 const pullMemoryLimit = 96 << 20
 
-// pullFinalize is the finalize phase `pull` runs unless --no-agent.
+// pullFinalize is the finalize phase `pull` runs unless --no-agents.
 var pullFinalize = func(agent string) imagepull.FinalizeStep {
 	return imagepull.DefaultFinalize(nil, imagepull.InjectOptions{AgentPath: agent})
+}
+
+// pullJSON is what --json prints: the outputs and the digests.
+type pullJSON struct {
+	Rootfs         string          `json:"rootfs"`
+	Metadata       string          `json:"metadata"` // OUTDIR/image.json
+	Kernel         string          `json:"kernel,omitempty"`
+	Initrd         string          `json:"initrd,omitempty"`
+	Source         string          `json:"source"`
+	Kind           string          `json:"kind"`
+	Reference      string          `json:"reference,omitempty"`
+	Platform       string          `json:"platform"`
+	IndexDigest    string          `json:"indexDigest,omitempty"`
+	ManifestDigest string          `json:"manifestDigest,omitempty"` // "" for docker-archive
+	ConfigDigest   string          `json:"configDigest"`
+	Layers         []pullJSONLayer `json:"layers"`
+	Size           int64           `json:"size"` // of rootfs.ext4, bytes
+	SizeEstimated  bool            `json:"sizeEstimated"`
+	AgentsInjected bool            `json:"agentsInjected"`
+}
+
+type pullJSONLayer struct {
+	Digest string `json:"digest,omitempty"`
+	DiffID string `json:"diffID"`
+	Size   int64  `json:"size"`
 }
 
 // pull runs `imagepull pull ARGS`; main dispatches "pull" here.
@@ -39,11 +88,18 @@ func pull(args []string, stdout, stderr io.Writer) int {
 	fl.SetOutput(stderr)
 	fl.Usage = func() { fmt.Fprint(stderr, pullUsage) }
 	platform := fl.String("platform", "", "platform to pick from a multi-platform image (default linux/GOARCH)")
-	sizeStr := fl.String("size", "", "image size (bytes, or with a K/M/G/T suffix); default: estimated from the layers")
+	sizeStr := fl.String("size", "auto", "image size (bytes, or with a K/M/G/T suffix), or auto: estimated from the layers")
 	maxSizeStr := fl.String("max-size", "", "ceiling for the estimated size (default 64G)")
-	boot := fl.Bool("boot-artifacts", false, "copy the image's kernel and initrd (from /boot) into OUTDIR")
-	noAgent := fl.Bool("no-agent", false, "do not install the banger guest agents")
+	var boot, noAgents bool
+	for _, n := range []string{"kernel-from-image", "boot-artifacts"} {
+		fl.BoolVar(&boot, n, false, "copy the image's kernel and initrd (from /boot) into OUTDIR")
+	}
+	for _, n := range []string{"no-agents", "no-agent"} {
+		fl.BoolVar(&noAgents, n, false, "do not install the banger guest agents")
+	}
 	agent := fl.String("agent", "", "banger-vsock-agent binary to install (default: next to this executable)")
+	insecure := fl.Bool("insecure", false, "plain HTTP and unverified TLS for SOURCE's registry only")
+	asJSON := fl.Bool("json", false, "print one JSON object with the outputs and digests on stdout")
 	var pos []string
 	for {
 		if err := fl.Parse(args); err != nil {
@@ -59,10 +115,28 @@ func pull(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "imagepull pull: want SOURCE and OUTDIR, got %d arguments\n%s", len(pos), pullUsage)
 		return 2
 	}
+	// Logs go to stderr, above the progress bars when they are drawn.
+	var logw io.Writer = stderr
+	var view *progressView
+	if isTerminal(stderr) {
+		view = newProgressView(stderr)
+		logw = view
+	}
+	finish := func() {
+		if view != nil {
+			view.finish()
+			view = nil
+		}
+	}
+	defer finish()
 	opts := imagepull.PullOptions{
-		BootArtifacts: *boot,
-		Warnf:         func(f string, a ...any) { fmt.Fprintf(stderr, "imagepull pull: warning: "+f+"\n", a...) },
-		Logf:          func(f string, a ...any) { fmt.Fprintf(stderr, "imagepull pull: "+f+"\n", a...) },
+		BootArtifacts: boot,
+		Insecure:      *insecure,
+		Warnf:         func(f string, a ...any) { fmt.Fprintf(logw, "imagepull pull: warning: "+f+"\n", a...) },
+		Logf:          func(f string, a ...any) { fmt.Fprintf(logw, "imagepull pull: "+f+"\n", a...) },
+	}
+	if view != nil {
+		opts.Progress = view.event
 	}
 	if *platform != "" {
 		p, err := imagepull.ParsePlatform(*platform)
@@ -72,10 +146,10 @@ func pull(args []string, stdout, stderr io.Writer) int {
 		}
 		opts.Platform = p
 	}
-	if *sizeStr != "" {
-		n, err := parseSize(*sizeStr)
+	if s := strings.TrimSpace(*sizeStr); !strings.EqualFold(s, "auto") {
+		n, err := parseSize(s)
 		if err != nil {
-			fmt.Fprintf(stderr, "imagepull pull: --size: %v\n", err)
+			fmt.Fprintf(stderr, "imagepull pull: --size: %v (want auto, bytes, or a K/M/G/T suffix)\n", err)
 			return 2
 		}
 		opts.Size = n
@@ -88,7 +162,7 @@ func pull(args []string, stdout, stderr io.Writer) int {
 		}
 		opts.MaxSize = n
 	}
-	if !*noAgent {
+	if !noAgents {
 		opts.Finalize = pullFinalize(*agent)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
@@ -98,12 +172,63 @@ func pull(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	res, err := imagepull.Pull(ctx, pos[0], pos[1], opts)
+	source, outdir := pos[0], pos[1]
+	res, err := imagepull.Pull(ctx, source, outdir, opts)
+	finish() // the bars end before the result is printed
 	if err != nil {
 		fmt.Fprintf(stderr, "imagepull pull: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s: %s (%s, %d MiB, %d layers)\n", res.Rootfs, describe(res.Metadata), res.Metadata.Platform, res.Metadata.Rootfs.Size>>20, len(res.Metadata.Layers))
+	m := res.Metadata
+	if *asJSON {
+		out := pullJSON{
+			Rootfs:         res.Rootfs,
+			Metadata:       filepath.Join(outdir, imagepull.MetadataName),
+			Source:         m.Source,
+			Kind:           m.Kind,
+			Reference:      m.Reference,
+			Platform:       m.Platform,
+			IndexDigest:    m.IndexDigest,
+			ManifestDigest: m.ManifestDigest,
+			ConfigDigest:   m.ConfigDigest,
+			Layers:         []pullJSONLayer{},
+			Size:           m.Rootfs.Size,
+			SizeEstimated:  m.Rootfs.SizeEstimated,
+			AgentsInjected: opts.Finalize != nil,
+		}
+		if m.Kernel != nil {
+			out.Kernel = filepath.Join(outdir, m.Kernel.File)
+		}
+		if m.Initrd != nil {
+			out.Initrd = filepath.Join(outdir, m.Initrd.File)
+		}
+		for _, l := range m.Layers {
+			out.Layers = append(out.Layers, pullJSONLayer{Digest: l.Digest, DiffID: l.DiffID, Size: l.Size})
+		}
+		b, err := json.MarshalIndent(out, "", "  ")
+		if err != nil {
+			fmt.Fprintf(stderr, "imagepull pull: %v\n", err)
+			return 1
+		}
+		if _, err := stdout.Write(append(b, '\n')); err != nil {
+			fmt.Fprintf(stderr, "imagepull pull: writing the result: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	agents := "guest agents installed"
+	if opts.Finalize == nil {
+		agents = "no guest agents"
+	}
+	fmt.Fprintf(stdout, "%s: %s (%s, %d MiB, %d layers, %s)\n", res.Rootfs, describe(m), m.Platform, m.Rootfs.Size>>20, len(m.Layers), agents)
+	for _, a := range []*imagepull.BootArtifact{m.Kernel, m.Initrd} {
+		if a != nil {
+			fmt.Fprintf(stdout, "%s: %s from the image\n", filepath.Join(outdir, a.File), a.ImagePath)
+		}
+	}
+	q := shellQuote(res.Rootfs)
+	fmt.Fprintf(stdout, "inspect: ext4edit -R 'ls -l /' %s\n", q)
+	fmt.Fprintf(stdout, "check:   e2fsck -fn %s\n", q)
 	return 0
 }
 
@@ -112,6 +237,17 @@ func describe(m *imagepull.ImageMetadata) string {
 		return m.ManifestDigest
 	}
 	return "config " + m.ConfigDigest
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it, so the inspect
+// hint can be pasted as it is.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+:,@%=", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // parseSize parses "1073741824", "512M", "2G", "1.5G" (binary units).

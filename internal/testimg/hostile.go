@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -76,13 +77,7 @@ func SparseFile(name string, realsize int64, chunks map[int64]string) TarEntry {
 	for o := range chunks {
 		offs = append(offs, o)
 	}
-	for i := range offs { // sort: a handful of offsets
-		for j := i + 1; j < len(offs); j++ {
-			if offs[j] < offs[i] {
-				offs[i], offs[j] = offs[j], offs[i]
-			}
-		}
-	}
+	slices.Sort(offs)
 	var m strings.Builder
 	fmt.Fprintf(&m, "%d\n", len(offs))
 	for _, o := range offs {
@@ -218,6 +213,11 @@ func HostileCases(t testing.TB) []HostileCase {
 	}
 	const huge = 100 << 30
 	add("sparse 100 GiB", gz(TarOf(t, SparseFile("var/log/lastlog", huge, map[int64]string{0: "a", huge - 1: "z"}))), nil, 0, false, true)
+	frags := map[int64]string{}
+	for i := int64(0); i < 20_000; i++ {
+		frags[i*8192+i%4096] = "x" // one byte every 8 KiB, unaligned
+	}
+	add("sparse 20000 fragments", gz(TarOf(t, SparseFile("var/lib/frag", 20_000*8192, frags))), nil, 0, false, true)
 	add("depth 20000", gz(TarOf(t, File(strings.Repeat("d/", 19_999)+"f", "x"))), nil, 0, true, true)
 	add("depth 2000", gz(TarOf(t, File(strings.Repeat("d/", 1_999)+"f", "x"))), nil, 0, false, true)
 	layer := TarOf(t, File("etc/passwd", "root::0:0::/root:/bin/sh\n"))

@@ -56,6 +56,83 @@ func ExamplePull() {
 	// /etc/systemd/system/multi-user.target.wants/demo-hello.service Lrwxrwxrwx 0:0 -> /usr/lib/systemd/system/demo-hello.service
 }
 
+// A daemon that wants its own steps between the phases runs them one by
+// one: Fetch, BuildExt4File into a file it made in OUTDIR, Finalize with
+// its own steps beside the guest agents, Close (one commit), then
+// StageBootArtifacts, which publishes under the OUTDIR lock.
+func Example_phases() {
+	ctx := context.Background()
+	outdir, err := os.MkdirTemp("", "imagepull-example-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(outdir)
+	agent, err := testimg.BuildAgent()
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	fetched, err := imagepull.Fetch(ctx, "oci:../testdata/demo-oci:latest", imagepull.FetchOptions{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	// In OUTDIR, so the stage renames it into place; made with O_EXCL,
+	// and BuildExt4File writes through this descriptor only.
+	tmp, err := os.CreateTemp(outdir, ".rootfs.ext4.tmp-*")
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := tmp.Chmod(0o644); err != nil { // CreateTemp's 0600 would keep a VMM user out
+		log.Fatal(err)
+	}
+	img, stats, err := imagepull.BuildExt4File(ctx, tmp, fetched.LayerSources(), imagepull.BuildOptions{
+		Size: 64 << 20,
+		Seed: []byte(fetched.ConfigDigest), // same layers, same bytes
+	})
+	if err != nil {
+		os.Remove(tmp.Name())
+		log.Fatal(err)
+	}
+	vmName := func(img *ext4edit.Image) error {
+		return img.WriteFile("/etc/hostname", []byte("vm-42\n"), 0o644)
+	}
+	if err := imagepull.Finalize(img, imagepull.GuestAgentsStep(imagepull.InjectOptions{AgentPath: agent}), vmName); err != nil {
+		img.Discard()
+		os.Remove(tmp.Name())
+		log.Fatal(err)
+	}
+	if err := img.Close(); err != nil {
+		os.Remove(tmp.Name())
+		log.Fatal(err)
+	}
+	if err := imagepull.StageBootArtifacts(tmp.Name(), outdir, fetched.Metadata(stats), imagepull.StageOptions{}); err != nil {
+		log.Fatal(err)
+	}
+
+	ents, err := os.ReadDir(outdir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, e := range ents {
+		fmt.Println(e.Name())
+	}
+	img, err = ext4edit.Open(filepath.Join(outdir, imagepull.RootfsName), &ext4edit.Options{ReadOnly: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer img.Close()
+	hostname, err := img.ReadFile("/etc/hostname")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("hostname: %s", hostname)
+	// Output:
+	// .imagepull.lock
+	// image.json
+	// rootfs.ext4
+	// hostname: vm-42
+}
+
 // InjectGuestAgents works in the caller's editor session: the assets go
 // in with the caller's own edits, and Close commits them all at once.
 func ExampleInjectGuestAgents() {

@@ -199,7 +199,7 @@ func Pull(ctx context.Context, source, outdir string, opts PullOptions) (res *Pu
 	}
 
 	// Stage: publish rootfs.ext4, image.json and the boot artifacts.
-	meta := metadataOf(fetched, stats)
+	meta := fetched.Metadata(stats)
 	err = publish(tmpPath, built, outdir, meta, opts.BootArtifacts, arts)
 	arts = nil // published, or removed by publish
 	if err != nil {
@@ -247,8 +247,10 @@ func (p *fetchProgress) Read(b []byte) (int, error) {
 
 func (p *fetchProgress) Close() error { return p.rc.Close() }
 
-// metadataOf is image.json before staging adds the rootfs file fields.
-func metadataOf(f *Fetched, st *BuildStats) *ImageMetadata {
+// Metadata is the image.json of f built into an image (stats from
+// BuildExt4; nil leaves the build's counts out), for StageBootArtifacts,
+// which completes it with the rootfs file and boot artifact fields.
+func (f *Fetched) Metadata(st *BuildStats) *ImageMetadata {
 	m := &ImageMetadata{
 		Source:            f.Source,
 		Kind:              f.Kind,

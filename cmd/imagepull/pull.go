@@ -9,11 +9,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
 
 	"github.com/banger/ext4kit/imagepull"
+	"github.com/banger/ext4kit/internal/paths"
 )
 
 const pullUsage = `usage: imagepull pull [--platform OS/ARCH[/VARIANT]] [--size auto|SIZE] [--max-size SIZE]
@@ -227,7 +229,7 @@ func pull(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	q := shellQuote(res.Rootfs)
-	fmt.Fprintf(stdout, "inspect: ext4edit -R 'ls -l /' %s\n", q)
+	fmt.Fprintf(stdout, "inspect: %s -R 'ls -l /' %s\n", ext4editCommand(), q)
 	fmt.Fprintf(stdout, "check:   e2fsck -fn %s\n", q)
 	return 0
 }
@@ -278,4 +280,22 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("bad size %q", s)
 	}
 	return int64(f * float64(mult)), nil
+}
+
+// ext4editCommand is how to run the ext4edit built beside this imagepull
+// (go build -o bin/ ./cmd/... puts them together), or plain "ext4edit"
+// when there is none, for a PATH lookup.
+func ext4editCommand() string {
+	name := "ext4edit"
+	if runtime.GOOS == "windows" {
+		name += ".exe"
+	}
+	p, err := paths.CompanionBinaryPath(name)
+	if err != nil {
+		return "ext4edit"
+	}
+	if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+		return "ext4edit"
+	}
+	return shellQuote(p)
 }

@@ -148,9 +148,18 @@ func TestReadmeFirstCommand(t *testing.T) {
 	rootfs := m[1]
 	require.Equal(t, filepath.Join(outdir, "rootfs.ext4"), rootfs)
 	require.FileExists(t, rootfs)
-	if !strings.Contains(stdout, "inspect") {
-		t.Logf("note: the pull's output has no inspect hint yet:\n%s", stdout)
-	}
+	// It ends with how to inspect it: the ext4edit built beside imagepull,
+	// and e2fsck.
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	require.GreaterOrEqual(t, len(lines), 3, "output:\n%s", stdout)
+	inspect := regexp.MustCompile(`^inspect: (\S+) -R 'ls -l /' (\S+)$`).FindStringSubmatch(lines[len(lines)-2])
+	require.NotNil(t, inspect, "no inspect line before the last:\n%s", stdout)
+	require.Equal(t, "ext4edit", filepath.Base(strings.TrimSuffix(inspect[1], ".exe")))
+	require.Equal(t, rootfs, inspect[2])
+	require.Equal(t, "check:   e2fsck -fn "+rootfs, lines[len(lines)-1])
+	ls, err := exec.Command(inspect[1], "-R", "ls -l /", rootfs).CombinedOutput()
+	require.NoError(t, err, "the inspect command fails:\n%s", ls)
+	require.Contains(t, string(ls), "usr")
 
 	t.Run("e2fsck", func(t *testing.T) {
 		testimg.Require(t, "e2fsck")

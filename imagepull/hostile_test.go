@@ -107,6 +107,38 @@ func TestHostileTruncatedLayers(t *testing.T) {
 	}
 }
 
+// A layer that is not a tar fails at its first header, without inflating
+// the rest: 2 GiB of garbage in a few MiB of gzip (32 gzip members of
+// 64 MiB each) used to cost seconds of decompression and hashing after
+// the error was known.
+func TestHostileGarbageBomb(t *testing.T) {
+	var member bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&member, gzip.BestSpeed)
+	require.NoError(t, err)
+	_, err = zw.Write(bytes.Repeat([]byte{0xff}, 64<<20))
+	require.NoError(t, err)
+	require.NoError(t, zw.Close())
+	blob := bytes.Repeat(member.Bytes(), 32)
+	layers := []RawLayer{{Blob: blob, Tar: []byte("not the tar"), MediaType: "application/vnd.oci.image.layer.v1.tar+gzip"}}
+	for _, src := range []string{
+		"oci:" + testimg.RawOCILayout(t, layers, nil),
+		"docker-archive:" + testimg.RawDockerArchive(t, layers, nil, nil),
+	} {
+		t.Run(strings.SplitN(src, ":", 2)[0], func(t *testing.T) {
+			start := time.Now()
+			out, _, err := pullInto(t, src, PullOptions{Size: 16 << 20})
+			took := time.Since(start)
+			t.Logf("%v: %v", took, err)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), "tar")
+			var le *LayerError
+			require.True(t, errors.As(err, &le), "error does not name the layer: %v", err)
+			requireNoRootfs(t, out)
+			require.Less(t, took, time.Second, "the garbage after the tar error was inflated")
+		})
+	}
+}
+
 // RawLayer is testimg's, under a short name.
 type RawLayer = testimg.RawLayer
 

@@ -98,6 +98,10 @@ type applier struct {
 	warned     int
 }
 
+// diagnosticDrain is how much of a layer stream past a tar error is read
+// to see whether its digest explains the error.
+const diagnosticDrain = 64 << 20
+
 // ctxReader is a layer stream that fails with ctx's error once ctx is
 // done, and counts what it yields; while tape is set, it records it there.
 type ctxReader struct {
@@ -202,8 +206,11 @@ func (a *applier) applyLayer(ctx context.Context, n int, digest string, r io.Rea
 		}
 		if err != nil {
 			// A corrupted blob shows as a bad tar first; its digest, checked
-			// at the end of the stream, names the real cause.
-			if _, derr := io.CopyBuffer(io.Discard, r, a.buf); errors.Is(derr, ErrDigestMismatch) {
+			// at the end of the stream, names the real cause when that end
+			// is near. Only so near: the rest of a stream that is not a tar
+			// is not inflated in full (a few MiB of gzip that expand to
+			// GiBs of garbage would cost seconds for a better message).
+			if _, derr := io.CopyBuffer(io.Discard, io.LimitReader(r, diagnosticDrain), a.buf); errors.Is(derr, ErrDigestMismatch) {
 				err = fmt.Errorf("%w (reading tar: %v)", derr, err)
 			} else {
 				err = fmt.Errorf("reading tar: %w", err)

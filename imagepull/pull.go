@@ -182,8 +182,14 @@ func Pull(ctx context.Context, source, outdir string, opts PullOptions) (res *Pu
 
 	// Finalize in the same session; the boot artifacts are copied out of
 	// the open image (never reopened by name); Close commits.
+	var initSys InitSystem
 	if opts.Finalize != nil {
-		if ferr := opts.Finalize(img); ferr != nil {
+		// The init InjectGuestAgents installs for, whichever step runs
+		// it, comes back through watchInit for image.json.
+		initFound := watchInit(img)
+		ferr := opts.Finalize(img)
+		initSys = initFound()
+		if ferr != nil {
 			return nil, errors.Join(fmt.Errorf("finalize: %w", ferr), img.Close())
 		}
 	}
@@ -200,6 +206,7 @@ func Pull(ctx context.Context, source, outdir string, opts PullOptions) (res *Pu
 
 	// Stage: publish rootfs.ext4, image.json and the boot artifacts.
 	meta := fetched.Metadata(stats)
+	meta.Init = string(initSys)
 	err = publish(tmpPath, built, outdir, meta, opts.BootArtifacts, arts)
 	arts = nil // published, or removed by publish
 	if err != nil {

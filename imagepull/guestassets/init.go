@@ -27,16 +27,16 @@ const (
 	Busybox  Init = "busybox"
 )
 
-// Inits lists every init system FilesFor knows, in detection order's
-// spirit (systemd first); tests walk it.
+// Inits lists every init system FilesFor knows.
 func Inits() []Init { return []Init{Systemd, Sysvinit, OpenRC, Busybox} }
 
 // Paths of the non-systemd assets.
 const (
 	// InitDir holds sysv-rc's and OpenRC's service scripts.
 	InitDir = "/etc/init.d"
-	// NetworkService and AgentServiceName are the script names in
-	// InitDir (and the names in the rc links and runlevels).
+	// NetworkScriptName and AgentScriptName are the script names in
+	// InitDir (and the names in the rc links and runlevels), and
+	// NetworkScriptPath and AgentScriptPath the scripts.
 	NetworkScriptName = "banger-network"
 	AgentScriptName   = "banger-vsock-agent"
 	NetworkScriptPath = InitDir + "/" + NetworkScriptName

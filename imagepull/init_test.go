@@ -456,3 +456,41 @@ func TestRealpath(t *testing.T) {
 	_, ok := resolveFile(img, "/sbin")
 	require.False(t, ok)
 }
+
+// TestPullRecordsInit: image.json's init is what the Finalize step's
+// injection installed for, empty without one, and Pull leaves nothing
+// registered behind.
+func TestPullRecordsInit(t *testing.T) {
+	testimg.Require(t, "mke2fs", "e2fsck")
+	agent := testimg.AgentBinary(t)
+	layer := distroLayer(t, distros[1].spec) // devuan sysvinit
+	src := "oci:" + testimg.RawOCILayout(t, []testimg.RawLayer{{Blob: testimg.Gzip(t, layer), Tar: layer}}, nil)
+	for _, tc := range []struct {
+		name     string
+		finalize FinalizeStep
+		want     string
+	}{
+		{name: "default finalize", finalize: DefaultFinalize(nil, InjectOptions{AgentPath: agent}), want: "sysvinit"},
+		{name: "own steps, forced", finalize: func(img *ext4edit.Image) error {
+			return Finalize(img, GuestAgentsStep(InjectOptions{AgentPath: agent, Init: InitOpenRC}))
+		}, want: "openrc"},
+		{name: "no injection", finalize: func(img *ext4edit.Image) error { return nil }},
+		{name: "no finalize"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out")
+			res, err := Pull(context.Background(), src, out, PullOptions{Size: 32 << 20, Finalize: tc.finalize})
+			require.NoError(t, err)
+			require.Equal(t, tc.want, res.Metadata.Init)
+			require.Equal(t, tc.want, readMeta(t, out).Init)
+			testimg.RequireClean(t, res.Rootfs)
+			n := 0
+			initReports.Range(func(any, any) bool { n++; return true })
+			require.Zero(t, n, "Pull unregisters its image")
+		})
+	}
+	// An injection outside Pull registers nothing.
+	p := distroImage(t, distros[1].spec)
+	require.NoError(t, InjectGuestAgentsFile(p, InjectOptions{AgentPath: agent}))
+	initReports.Range(func(k, _ any) bool { t.Errorf("stored %v", k); return true })
+}

@@ -20,8 +20,7 @@ import (
 func TestInjectInitFlag(t *testing.T) {
 	testimg.Require(t, "mke2fs", "debugfs", "e2fsck")
 	agent := testimg.AgentBinary(t)
-	dir := t.TempDir()
-	img := testimg.Mkfs(t, dir, "root.img", "64M")
+	img := testimg.Mkfs(t, t.TempDir(), "root.img", "64M")
 	sum := testimg.SHA256File(t, img)
 
 	code, _, stderr := runCLI("inject", "--agent", agent, "--init", "auto", img)

@@ -34,13 +34,10 @@ func Inits() []Init { return []Init{Systemd, Sysvinit, OpenRC, Busybox} }
 const (
 	// InitDir holds sysv-rc's and OpenRC's service scripts.
 	InitDir = "/etc/init.d"
-	// NetworkScriptName and AgentScriptName are the script names in
-	// InitDir (and the names in the rc links and runlevels), and
-	// NetworkScriptPath and AgentScriptPath the scripts.
-	NetworkScriptName = "banger-network"
-	AgentScriptName   = "banger-vsock-agent"
-	NetworkScriptPath = InitDir + "/" + NetworkScriptName
-	AgentScriptPath   = InitDir + "/" + AgentScriptName
+	// The script names in InitDir (and in the rc links and runlevels),
+	// and the scripts.
+	NetworkScriptName, AgentScriptName = "banger-network", AgentName
+	NetworkScriptPath, AgentScriptPath = InitDir + "/" + NetworkScriptName, InitDir + "/" + AgentScriptName
 	// SupervisePath restarts the agent under sysvinit, whose rc scripts
 	// have no respawn.
 	SupervisePath = "/usr/local/libexec/banger-vsock-agent-supervise"

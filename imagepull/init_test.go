@@ -301,14 +301,14 @@ func cmpOr(a, b string) string {
 func TestInjectBusyboxInittab(t *testing.T) {
 	testimg.Require(t, "mke2fs", "e2fsck")
 	agent := testimg.AgentBinary(t)
-	ours := "::sysinit:/usr/local/libexec/banger-busybox-sysinit\n::respawn:/usr/local/bin/banger-vsock-agent\n"
+	ours := "::sysinit:/usr/local/libexec/banger-busybox-sysinit\n::respawn:/usr/local/libexec/banger-vsock-agent-supervise\n"
 	require.Equal(t, ours, string(guestassets.BusyboxInittabEntries()))
 	for _, tc := range []struct {
 		name, inittab, want string
 	}{
 		{name: "none", want: string(guestassets.BusyboxInittabDefault()) + ours},
 		{name: "no final newline", inittab: busyboxInittabText, want: busyboxInittabText + "\n" + ours},
-		{name: "one entry already there", inittab: "::respawn:/usr/local/bin/banger-vsock-agent\n", want: "::respawn:/usr/local/bin/banger-vsock-agent\n::sysinit:/usr/local/libexec/banger-busybox-sysinit\n"},
+		{name: "one entry already there", inittab: "::respawn:/usr/local/libexec/banger-vsock-agent-supervise\n", want: "::respawn:/usr/local/libexec/banger-vsock-agent-supervise\n::sysinit:/usr/local/libexec/banger-busybox-sysinit\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := map[string]string{"bin/busybox": "busybox", "sbin/init": "-> ../bin/busybox"}

@@ -91,7 +91,7 @@ func TestPullInitFlag(t *testing.T) {
 			if tc.want == "openrc" {
 				require.Equal(t, guestassets.AgentScriptPath, testimg.DebugfsStat(t, rootfs, "/etc/runlevels/default/banger-vsock-agent").FastLink)
 			} else {
-				require.Contains(t, string(testimg.Cat(t, rootfs, "/etc/inittab")), "::respawn:"+guestassets.AgentPath+"\n")
+				require.Contains(t, string(testimg.Cat(t, rootfs, "/etc/inittab")), "::respawn:"+guestassets.SupervisePath+"\n")
 			}
 			testimg.RequireClean(t, rootfs)
 		})

@@ -41,11 +41,13 @@
 //	/etc/modules                                       lines added: the modules of files/banger-vsock.conf
 //
 // busybox init (Busybox): a sysinit entry (modules, then the network
-// bootstrap) and a respawn entry for the agent, added to /etc/inittab;
+// bootstrap) and a respawn entry for the agent's restart loop (busybox
+// respawns at once; the loop waits between runs), added to /etc/inittab;
 // an image without one gets busybox init's built-in defaults first
 // (initfiles/busybox-inittab-default), since busybox stops using them
 // once a table exists:
 //
+//	/usr/local/libexec/banger-vsock-agent-supervise    0755  initfiles/banger-vsock-agent-supervise
 //	/usr/local/libexec/banger-busybox-sysinit          0755  initfiles/busybox-sysinit
 //	/etc/inittab                                       lines added: initfiles/busybox-inittab-banger
 //

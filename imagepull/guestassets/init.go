@@ -38,8 +38,9 @@ const (
 	// and the scripts.
 	NetworkScriptName, AgentScriptName = "banger-network", AgentName
 	NetworkScriptPath, AgentScriptPath = InitDir + "/" + NetworkScriptName, InitDir + "/" + AgentScriptName
-	// SupervisePath restarts the agent under sysvinit, whose rc scripts
-	// have no respawn.
+	// SupervisePath restarts the agent after a delay under sysvinit,
+	// whose rc scripts have no respawn, and busybox init, whose respawn
+	// has no delay.
 	SupervisePath = "/usr/local/libexec/banger-vsock-agent-supervise"
 	// RunlevelDir is the OpenRC runlevel both services are added to, the
 	// way `rc-update add NAME default` does.
@@ -99,6 +100,7 @@ func FilesFor(init Init) []File {
 	case Busybox:
 		return []File{
 			agent, bootstrap,
+			{Path: SupervisePath, Mode: 0o755, Data: AgentSupervise()},
 			{Path: BusyboxSysinitPath, Mode: 0o755, Data: BusyboxSysinit()},
 		}
 	}
@@ -184,7 +186,8 @@ func SysvinitNetworkScript() []byte { return initEmbedded("sysvinit-banger-netwo
 // SysvinitAgentScript is /etc/init.d/banger-vsock-agent for sysv-rc.
 func SysvinitAgentScript() []byte { return initEmbedded("sysvinit-banger-vsock-agent") }
 
-// AgentSupervise is the restart loop sysv-rc's agent script runs.
+// AgentSupervise is the restart loop sysv-rc's agent script and busybox's
+// inittab run.
 func AgentSupervise() []byte { return initEmbedded("banger-vsock-agent-supervise") }
 
 // OpenRCNetworkScript is /etc/init.d/banger-network for OpenRC.

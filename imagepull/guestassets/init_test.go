@@ -132,7 +132,8 @@ func TestOpenRCScripts(t *testing.T) {
 	}
 	require.Regexp(t, `\n\tbefore [^\n]*\bbanger-vsock-agent\b`, net)
 	require.Contains(t, net, "\n\t"+NetworkBootstrapPath+"\n")
-	require.Contains(t, agent, "\n\tneed banger-network\n")
+	require.Contains(t, agent, "\n\twant banger-network\n\tafter banger-network\n", "ordered after the network, not bound to it")
+	require.NotContains(t, agent, "need banger-network")
 	require.Contains(t, agent, "\nsupervisor=supervise-daemon\n")
 	require.Contains(t, agent, "\ncommand="+AgentPath+"\n")
 	require.Regexp(t, `\nrespawn_delay=\d+\n`, agent)
@@ -149,7 +150,8 @@ func TestBusyboxAssets(t *testing.T) {
 	require.NotNil(t, m, "the sysinit script loads the modules")
 	require.Equal(t, ModuleNames(), strings.Fields(m[1]), "the same modules as %s", ModulesLoadPath)
 	require.Contains(t, s, "\nexec "+NetworkBootstrapPath+"\n")
-	require.Equal(t, "::sysinit:"+BusyboxSysinitPath+"\n::respawn:"+AgentPath+"\n", string(BusyboxInittabEntries()))
+	require.Equal(t, "::sysinit:"+BusyboxSysinitPath+"\n::respawn:"+SupervisePath+"\n", string(BusyboxInittabEntries()))
+	require.Contains(t, FilesFor(Busybox), File{Path: SupervisePath, Mode: 0o755, Data: AgentSupervise()}, "the respawn entry's loop is installed")
 	for _, l := range strings.Split(strings.TrimSpace(string(BusyboxInittabDefault())), "\n") {
 		if strings.HasPrefix(l, "#") {
 			continue

@@ -9,9 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -196,48 +194,5 @@ func TestInitScriptsParse(t *testing.T) {
 		// are sh underneath.
 		out, err := exec.Command(sc, "-s", "sh", "-e", "SC2034", p).CombinedOutput()
 		require.NoError(t, err, "shellcheck %s:\n%s", id, out)
-	}
-}
-
-// TestSupervise: the sysvinit restart loop starts the agent again after
-// it exits, and TERM stops both the loop and the agent.
-func TestSupervise(t *testing.T) {
-	for name, sh := range shells(t) {
-		t.Run(name, func(t *testing.T) {
-			dir := t.TempDir()
-			script := filepath.Join(dir, "supervise")
-			require.NoError(t, os.WriteFile(script, AgentSupervise(), 0o755))
-			runs := filepath.Join(dir, "runs")
-			agent := filepath.Join(dir, "agent")
-			// Each run records itself; the third stays up until killed.
-			require.NoError(t, os.WriteFile(agent, []byte("#!/bin/sh\necho run >>"+runs+"\n[ $(wc -l <"+runs+") -ge 3 ] && exec sleep 30\nexit 1\n"), 0o755))
-			cmd := exec.Command(sh[0], append(sh[1:], script)...)
-			cmd.Env = append(os.Environ(), "BANGER_AGENT="+agent, "BANGER_AGENT_RESTART_DELAY=0")
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			require.NoError(t, cmd.Start())
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			deadline := time.Now().Add(10 * time.Second)
-			for {
-				b, _ := os.ReadFile(runs)
-				if bytes.Count(b, []byte("\n")) >= 3 {
-					break
-				}
-				require.True(t, time.Now().Before(deadline), "the agent was not restarted: %q, stderr %s", b, stderr.String())
-				time.Sleep(20 * time.Millisecond)
-			}
-			time.Sleep(100 * time.Millisecond) // let the third run reach its sleep
-			require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				_ = cmd.Process.Kill()
-				t.Fatal("the loop did not stop on TERM")
-			}
-			require.Contains(t, stderr.String(), "banger-vsock-agent exited with status 1; restarting in 0s")
-			b, _ := os.ReadFile(runs)
-			require.Equal(t, 3, bytes.Count(b, []byte("\n")), "no restart after TERM")
-		})
 	}
 }

@@ -34,6 +34,8 @@ type PullOptions struct {
 	BootArtifacts bool
 	// Finalize edits the built image before it is committed (in the same
 	// session); nil skips the phase. DefaultFinalize is the usual one.
+	// When a step runs InjectGuestAgents on the image Pull hands it, the
+	// init system it installed for is recorded as image.json's init.
 	Finalize FinalizeStep
 	// Keychain and Transport for registry sources (nil: the docker config
 	// keychain, remote.DefaultTransport).

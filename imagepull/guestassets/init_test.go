@@ -2,6 +2,7 @@ package guestassets
 
 import (
 	"bytes"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -194,5 +195,24 @@ func TestInitScriptsParse(t *testing.T) {
 		// are sh underneath.
 		out, err := exec.Command(sc, "-s", "sh", "-e", "SC2034", p).CombinedOutput()
 		require.NoError(t, err, "shellcheck %s:\n%s", id, out)
+	}
+}
+
+// TestDocListsEveryInitPath keeps the package documentation's per-init
+// tables in step with FilesFor.
+func TestDocListsEveryInitPath(t *testing.T) {
+	src, err := os.ReadFile("assets.go")
+	require.NoError(t, err)
+	doc := string(src[:bytes.Index(src, []byte("package guestassets"))])
+	for _, init := range Inits() {
+		for _, f := range FilesFor(init) {
+			require.Regexp(t, regexp.MustCompile(regexp.QuoteMeta(f.Path)+fmt.Sprintf(`\s+%04o\s`, uint32(f.Mode))), doc, "%s: %s", init, f.Path)
+		}
+		for _, a := range AppendsFor(init) {
+			require.Regexp(t, regexp.MustCompile(regexp.QuoteMeta(a.Path)+`\s+lines added: `), doc)
+		}
+	}
+	for _, d := range []string{RunlevelDir + "/<name> -> " + InitDir + "/<name>", "S01banger-network, S02banger-vsock-agent -> ../init.d/<name>", "K01banger-vsock-agent, K02banger-network -> ../init.d/<name>"} {
+		require.Contains(t, doc, d)
 	}
 }

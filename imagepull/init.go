@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 
@@ -229,7 +230,9 @@ func resolveInit(img *ext4edit.Image, want InitSystem) (InitSystem, error) {
 		}
 		return got, err
 	}
-	if _, err := ParseInitSystem(string(want)); err != nil || want != InitSystem(strings.ToLower(string(want))) {
+	// Exactly one of the names: ParseInitSystem is where spelling
+	// variants are forgiven.
+	if !slices.Contains(InitSystems(), want) {
 		return "", fmt.Errorf("unknown init system %q (want auto, systemd, sysvinit, openrc or busybox)", want)
 	}
 	return want, nil

@@ -3,6 +3,7 @@ package imagepull
 import (
 	"archive/tar"
 	"context"
+	"fmt"
 	"path"
 	"path/filepath"
 	"sort"
@@ -369,8 +370,12 @@ func TestInjectNoInit(t *testing.T) {
 	require.Equal(t, string(guestassets.BusyboxInittabDefault())+string(guestassets.BusyboxInittabEntries()), string(testimg.Cat(t, p, "/etc/inittab")))
 	require.False(t, testimg.DebugfsExists(t, p, guestassets.NetworkUnitPath))
 
-	err = InjectGuestAgentsFile(p, InjectOptions{AgentPath: agent, Init: "upstart"})
-	require.ErrorContains(t, err, `unknown init system "upstart"`)
+	for _, bad := range []InitSystem{"upstart", " systemd", "OpenRC"} {
+		sum := testimg.SHA256File(t, p)
+		err = InjectGuestAgentsFile(p, InjectOptions{AgentPath: agent, Init: bad})
+		require.ErrorContains(t, err, fmt.Sprintf("unknown init system %q", bad))
+		require.Equal(t, sum, testimg.SHA256File(t, p))
+	}
 }
 
 func TestParseInitSystem(t *testing.T) {

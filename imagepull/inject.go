@@ -52,9 +52,10 @@ func (o InjectOptions) agentPath() (string, error) {
 // tool would: systemctl enable, update-rc.d defaults, rc-update add, or
 // entries added to busybox's /etc/inittab. Files it adds lines to
 // (/etc/inittab, /etc/modules) keep their content, mode and owner; a
-// line already there is not added again. Everything happens in img's current
-// editor session: the caller owns Open and Close, and Close commits it all
-// at once.
+// line already there is not added again. With InitAuto, an image with no
+// init DetectInit knows is an error wrapping ErrNoInit, before any write.
+// Everything happens in img's current editor session: the caller owns
+// Open and Close, and Close commits it all at once.
 //
 // The agent binary and every obstacle in the image (a non-directory where
 // a directory must be, a directory where a file or link goes, a dangling

@@ -27,8 +27,11 @@
 //     chain lands inside the image root or is refused.
 //   - [Finalize] runs [FinalizeStep]s in the build's session (one commit):
 //     [InjectGuestAgents] installs the banger guest assets of package
-//     guestassets (the network bootstrap, the vsock agent, their systemd
-//     units and enable links, the vsock modules list), all root-owned;
+//     guestassets (the network bootstrap, the vsock agent, what starts
+//     them for the image's init system: systemd units, sysv-rc or OpenRC
+//     scripts and links, or busybox inittab entries; the vsock modules
+//     list), all root-owned, for the init [DetectInit] finds or
+//     [InjectOptions].Init names (Pull records it in image.json);
 //     [ApplyOwnership] sets recorded owners and modes ([OwnershipTable],
 //     from [OwnershipFromLayers]) on an image built elsewhere, such as by
 //     `mkfs.ext4 -d` from a rootless unpack. [DefaultFinalize] composes

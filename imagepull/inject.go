@@ -26,6 +26,11 @@ type InjectOptions struct {
 	// image's architecture (as the ELF header of the image's /bin/sh
 	// tells; images without one are not checked).
 	AllowArchMismatch bool
+	// Init is the init system to install for: InitAuto detects it
+	// (DetectInit) and fails with ErrNoInit when the image shows none;
+	// the zero value detects too but falls back to systemd; the others
+	// force a choice (an image DetectInit cannot read, or to override it).
+	Init InitSystem
 }
 
 // ErrInvalidAgent marks an agent binary that cannot be installed: not an
@@ -42,10 +47,15 @@ func (o InjectOptions) agentPath() (string, error) {
 }
 
 // InjectGuestAgents installs banger's guest assets (package guestassets)
-// into img, owned by root:root with their modes, and enables the units
-// the way systemctl enable does. Everything happens in img's current
-// editor session: the caller owns Open and Close, and Close commits it all
-// at once.
+// into img for its init system (opts.Init; see DetectInit), owned by
+// root:root with their modes, and enables them the way the init's own
+// tool would: systemctl enable, update-rc.d defaults, rc-update add, or
+// entries added to busybox's /etc/inittab. Files it adds lines to
+// (/etc/inittab, /etc/modules) keep their content, mode and owner; a
+// line already there is not added again. With InitAuto, an image with no
+// init DetectInit knows is an error wrapping ErrNoInit, before any write.
+// Everything happens in img's current editor session: the caller owns
+// Open and Close, and Close commits it all at once.
 //
 // The agent binary and every obstacle in the image (a non-directory where
 // a directory must be, a directory where a file or link goes, a dangling
@@ -66,7 +76,12 @@ func InjectGuestAgents(img *ext4edit.Image, opts InjectOptions) error {
 			return fmt.Errorf("inject guest agents: %w", err)
 		}
 	}
-	files, links := guestassets.Files(), guestassets.Symlinks()
+	initSys, err := resolveInit(img, opts.Init)
+	if err != nil {
+		return fmt.Errorf("inject guest agents: %w", err)
+	}
+	gi := guestassets.Init(initSys)
+	files, links, appends := guestassets.FilesFor(gi), guestassets.SymlinksFor(gi), guestassets.AppendsFor(gi)
 	var targets []string
 	for _, f := range files {
 		targets = append(targets, f.Path)
@@ -74,13 +89,87 @@ func InjectGuestAgents(img *ext4edit.Image, opts InjectOptions) error {
 	for _, l := range links {
 		targets = append(targets, l.Path)
 	}
+	for _, a := range appends {
+		targets = append(targets, a.Path)
+	}
 	dirs := ancestors(targets)
 	missing, err := preflight(img, dirs, targets)
 	if err != nil {
-		return fmt.Errorf("inject guest agents: %w", err)
+		return fmt.Errorf("inject guest agents: %s assets: %w", initSys, err)
+	}
+	edits, err := preflightAppends(img, missing, appends)
+	if err != nil {
+		return fmt.Errorf("inject guest agents: %s assets: %w", initSys, err)
 	}
 	if err := inject(img, agent, dirs, missing, files, links); err != nil {
-		return fmt.Errorf("inject guest agents: %w", err)
+		return fmt.Errorf("inject guest agents: %s assets: %w", initSys, err)
+	}
+	if err := applyAppends(img, edits); err != nil {
+		return fmt.Errorf("inject guest agents: %s assets: %w", initSys, err)
+	}
+	reportInit(img, initSys)
+	return nil
+}
+
+// appendEdit is one guestassets.Append worked out by preflightAppends.
+type appendEdit struct {
+	a       guestassets.Append
+	data    []byte
+	created bool
+}
+
+// preflightAppends reads the files the assets add lines to and works out
+// their new content, before anything is written: each must be a regular
+// file (through symlinks inside the image) or absent.
+func preflightAppends(img *ext4edit.Image, missing map[string]bool, appends []guestassets.Append) ([]appendEdit, error) {
+	var out []appendEdit
+	for _, a := range appends {
+		var cur []byte
+		exists := false
+		if !missing[path.Dir(a.Path)] {
+			fi, err := img.Stat(a.Path)
+			switch {
+			case err == nil && !fi.Mode().IsRegular():
+				return nil, &fs.PathError{Op: "inject", Path: a.Path, Err: fmt.Errorf("a %s is in the way of the lines to add", kind(fi))}
+			case err == nil:
+				if cur, err = img.ReadFile(a.Path); err != nil {
+					return nil, err
+				}
+				exists = true
+			case !errors.Is(err, fs.ErrNotExist):
+				return nil, err
+			default:
+				if li, lerr := img.Lstat(a.Path); lerr == nil && li.Mode()&fs.ModeSymlink != 0 {
+					target, _ := img.Readlink(a.Path)
+					return nil, &fs.PathError{Op: "inject", Path: a.Path, Err: fmt.Errorf("%w: symlink to %q, which does not exist", fs.ErrNotExist, target)}
+				}
+			}
+		}
+		data, changed := appended(a, cur, exists)
+		if changed {
+			out = append(out, appendEdit{a: a, data: data, created: !exists})
+		}
+	}
+	return out, nil
+}
+
+// applyAppends writes what preflightAppends worked out. An existing
+// file is rewritten in place (WriteFile keeps its mode, owner and other
+// names); a new one gets the asset's mode and root:root.
+func applyAppends(img *ext4edit.Image, edits []appendEdit) error {
+	for _, e := range edits {
+		if err := img.WriteFile(e.a.Path, e.data, e.a.Mode); err != nil {
+			return err
+		}
+		if !e.created {
+			continue
+		}
+		if err := img.Chmod(e.a.Path, e.a.Mode); err != nil {
+			return err
+		}
+		if err := img.Lchown(e.a.Path, 0, 0); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -34,6 +34,8 @@ type PullOptions struct {
 	BootArtifacts bool
 	// Finalize edits the built image before it is committed (in the same
 	// session); nil skips the phase. DefaultFinalize is the usual one.
+	// When a step runs InjectGuestAgents on the image Pull hands it, the
+	// init system it installed for is recorded as image.json's init.
 	Finalize FinalizeStep
 	// Keychain and Transport for registry sources (nil: the docker config
 	// keychain, remote.DefaultTransport).
@@ -182,8 +184,14 @@ func Pull(ctx context.Context, source, outdir string, opts PullOptions) (res *Pu
 
 	// Finalize in the same session; the boot artifacts are copied out of
 	// the open image (never reopened by name); Close commits.
+	var initSys InitSystem
 	if opts.Finalize != nil {
-		if ferr := opts.Finalize(img); ferr != nil {
+		// The init InjectGuestAgents installs for, whichever step runs
+		// it, comes back through watchInit for image.json.
+		initFound := watchInit(img)
+		ferr := opts.Finalize(img)
+		initSys = initFound()
+		if ferr != nil {
 			return nil, errors.Join(fmt.Errorf("finalize: %w", ferr), img.Close())
 		}
 	}
@@ -200,6 +208,7 @@ func Pull(ctx context.Context, source, outdir string, opts PullOptions) (res *Pu
 
 	// Stage: publish rootfs.ext4, image.json and the boot artifacts.
 	meta := fetched.Metadata(stats)
+	meta.Init = string(initSys)
 	err = publish(tmpPath, built, outdir, meta, opts.BootArtifacts, arts)
 	arts = nil // published, or removed by publish
 	if err != nil {

@@ -51,6 +51,10 @@ type ImageMetadata struct {
 	Rootfs            RootfsMetadata    `json:"rootfs"`
 	Kernel            *BootArtifact     `json:"kernel,omitempty"`
 	Initrd            *BootArtifact     `json:"initrd,omitempty"`
+	// Init is the init system the guest agents were installed for
+	// (systemd, sysvinit, openrc, busybox) when Pull's Finalize step ran
+	// InjectGuestAgents; empty when no agents were injected.
+	Init string `json:"init,omitempty"`
 }
 
 // LayerMetadata describes one layer as the source stored it.

@@ -1,12 +1,16 @@
 // Command imagepull finalizes ext4 root filesystems for banger microVMs:
 //
-//	imagepull inject [--agent PATH] [--allow-arch-mismatch] IMAGE
+//	imagepull inject [--agent PATH] [--allow-arch-mismatch] [--init auto|systemd|sysvinit|openrc|busybox] IMAGE
 //	imagepull apply-ownership --layer FILE [--layer FILE ...] IMAGE
-//	imagepull pull [--platform OS/ARCH[/VARIANT]] [--size auto|SIZE] [--max-size SIZE] [--kernel-from-image] [--no-agents] [--agent PATH] [--insecure] [--json] SOURCE OUTDIR
+//	imagepull pull [--platform OS/ARCH[/VARIANT]] [--size auto|SIZE] [--max-size SIZE] [--kernel-from-image] [--no-agents] [--agent PATH] [--init INIT] [--insecure] [--json] SOURCE OUTDIR
 //
-// inject installs the guest assets (network bootstrap, vsock agent, their
-// systemd units, enabled) into IMAGE; the agent binary defaults to
-// banger-vsock-agent next to this executable. apply-ownership sets the
+// inject installs the guest assets (network bootstrap, vsock agent, and
+// what starts them at boot for the image's init: systemd units,
+// sysv-rc or OpenRC scripts, or busybox inittab entries) into IMAGE;
+// --init names the init instead of detecting it (auto detects and fails
+// when the image has none; without --init an image with none gets the
+// systemd units). The agent binary defaults to banger-vsock-agent next
+// to this executable. apply-ownership sets the
 // owners and modes recorded in the layer tar files (lowest first, gzip or
 // plain, OCI whiteouts honoured) on IMAGE's paths. pull makes
 // OUTDIR/rootfs.ext4 and OUTDIR/image.json from an image (see
@@ -30,9 +34,9 @@ import (
 )
 
 const usage = `usage:
-  imagepull inject [--agent PATH] [--allow-arch-mismatch] IMAGE
+  imagepull inject [--agent PATH] [--allow-arch-mismatch] [--init auto|systemd|sysvinit|openrc|busybox] IMAGE
   imagepull apply-ownership --layer FILE [--layer FILE ...] IMAGE
-  imagepull pull [--platform OS/ARCH[/VARIANT]] [--size auto|SIZE] [--max-size SIZE] [--kernel-from-image] [--no-agents] [--agent PATH] [--insecure] [--json] SOURCE OUTDIR
+  imagepull pull [--platform OS/ARCH[/VARIANT]] [--size auto|SIZE] [--max-size SIZE] [--kernel-from-image] [--no-agents] [--agent PATH] [--init INIT] [--insecure] [--json] SOURCE OUTDIR
 `
 
 func main() {
@@ -86,6 +90,7 @@ func inject(args []string, stdout, stderr io.Writer) int {
 	var opts imagepull.InjectOptions
 	fl.StringVar(&opts.AgentPath, "agent", "", "banger-vsock-agent binary to install (default: next to this executable)")
 	fl.BoolVar(&opts.AllowArchMismatch, "allow-arch-mismatch", false, "install the agent even if it is not built for the image's architecture")
+	fl.Func("init", initFlagUsage, initFlag(&opts.Init))
 	image, ok := parse(fl, args, stderr)
 	if !ok {
 		return 2
@@ -146,4 +151,22 @@ func applyOwnership(args []string, stdout, stderr io.Writer) (code int) {
 	}
 	fmt.Fprintf(stdout, "imagepull apply-ownership: %d paths checked in %s\n", len(table), image)
 	return 0
+}
+
+// initFlagUsage describes --init for inject and pull.
+const initFlagUsage = "init system to install for: auto (detect; fail if none is found), systemd, sysvinit, openrc or busybox (default: detect, systemd if none is found)"
+
+// initFlag parses --init into *dst.
+func initFlag(dst *imagepull.InitSystem) func(string) error {
+	return func(v string) error {
+		sys, err := imagepull.ParseInitSystem(v)
+		if err != nil {
+			return err
+		}
+		if sys == "" {
+			return errors.New("empty value (want auto, systemd, sysvinit, openrc or busybox)")
+		}
+		*dst = sys
+		return nil
+	}
 }

@@ -19,8 +19,8 @@ import (
 )
 
 const pullUsage = `usage: imagepull pull [--platform OS/ARCH[/VARIANT]] [--size auto|SIZE] [--max-size SIZE]
-                     [--kernel-from-image] [--no-agents] [--agent PATH] [--insecure] [--json]
-                     SOURCE OUTDIR
+                     [--kernel-from-image] [--no-agents] [--agent PATH] [--init INIT]
+                     [--insecure] [--json] SOURCE OUTDIR
 
 SOURCE is a registry reference (docker.io/library/debian:bookworm), oci:DIR[:TAG]
 (an OCI image layout) or docker-archive:FILE[:TAG] (a docker save tarball).
@@ -41,6 +41,10 @@ initrd (mode 0644 less the umask).
                                 (alias: --no-agent)
   --agent PATH                  banger-vsock-agent binary to install (default:
                                 next to this executable)
+  --init INIT                   init system to install the agents for: auto
+                                (detect; fail if the image has none), systemd,
+                                sysvinit, openrc or busybox (default: detect,
+                                systemd if none is found); image.json records it
   --insecure                    reach SOURCE's registry (that host only) over
                                 plain HTTP or TLS without certificate checks
   --json                        print one JSON object (outputs, digests) on
@@ -56,7 +60,12 @@ const pullMemoryLimit = 96 << 20
 
 // pullFinalize is the finalize phase `pull` runs unless --no-agents.
 var pullFinalize = func(agent string) imagepull.FinalizeStep {
-	return imagepull.DefaultFinalize(nil, imagepull.InjectOptions{AgentPath: agent})
+	return pullFinalizeFor(agent, "")
+}
+
+// pullFinalizeFor is pullFinalize for an --init choice.
+func pullFinalizeFor(agent string, init imagepull.InitSystem) imagepull.FinalizeStep {
+	return imagepull.DefaultFinalize(nil, imagepull.InjectOptions{AgentPath: agent, Init: init})
 }
 
 // pullJSON is what --json prints: the outputs and the digests.
@@ -76,6 +85,7 @@ type pullJSON struct {
 	Size           int64           `json:"size"` // of rootfs.ext4, bytes
 	SizeEstimated  bool            `json:"sizeEstimated"`
 	AgentsInjected bool            `json:"agentsInjected"`
+	Init           string          `json:"init,omitempty"` // the agents' init system
 }
 
 type pullJSONLayer struct {
@@ -100,6 +110,8 @@ func pull(args []string, stdout, stderr io.Writer) int {
 		fl.BoolVar(&noAgents, n, false, "do not install the banger guest agents")
 	}
 	agent := fl.String("agent", "", "banger-vsock-agent binary to install (default: next to this executable)")
+	var initSys imagepull.InitSystem
+	fl.Func("init", initFlagUsage, initFlag(&initSys))
 	insecure := fl.Bool("insecure", false, "plain HTTP and unverified TLS for SOURCE's registry only")
 	asJSON := fl.Bool("json", false, "print one JSON object with the outputs and digests on stdout")
 	var pos []string
@@ -164,8 +176,15 @@ func pull(args []string, stdout, stderr io.Writer) int {
 		}
 		opts.MaxSize = n
 	}
-	if !noAgents {
+	switch {
+	case noAgents && initSys != "":
+		fmt.Fprintf(stderr, "imagepull pull: --init and --no-agents contradict each other\n")
+		return 2
+	case noAgents:
+	case initSys == "":
 		opts.Finalize = pullFinalize(*agent)
+	default:
+		opts.Finalize = pullFinalizeFor(*agent, initSys)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// A build's live heap is tens of MiB; without a limit the GC lets
@@ -197,6 +216,7 @@ func pull(args []string, stdout, stderr io.Writer) int {
 			Size:           m.Rootfs.Size,
 			SizeEstimated:  m.Rootfs.SizeEstimated,
 			AgentsInjected: opts.Finalize != nil,
+			Init:           m.Init,
 		}
 		if m.Kernel != nil {
 			out.Kernel = filepath.Join(outdir, m.Kernel.File)
@@ -219,6 +239,9 @@ func pull(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	agents := "guest agents installed"
+	if m.Init != "" {
+		agents += " for " + m.Init
+	}
 	if opts.Finalize == nil {
 		agents = "no guest agents"
 	}

@@ -1,17 +1,58 @@
 // Package guestassets is the one source of truth for what banger installs
-// into a guest image so that systemd starts its agents at first boot. The
-// file contents are embedded from the files/ directory of this package;
+// into a guest image so that its init system starts banger's agents at
+// first boot. The file contents are embedded from the files/ directory
+// (the systemd set) and initfiles/ (the other inits') of this package;
 // the injector (imagepull.InjectGuestAgents), the tests and the
-// documentation all read them from here.
+// documentation all read them from here. FilesFor, SymlinksFor and
+// AppendsFor list what goes where for each Init; Files and Symlinks are
+// the systemd set.
 //
-// What lands in the image, every entry owned by root:root:
+// Every init gets, owned by root:root:
 //
 //	/usr/local/bin/banger-vsock-agent                  0755  the agent binary (built from cmd/banger-vsock-agent, supplied at injection)
 //	/usr/local/libexec/banger-network-bootstrap        0755  files/banger-network-bootstrap
+//
+// systemd (Systemd):
+//
 //	/etc/systemd/system/banger-network.service         0644  files/banger-network.service
 //	/etc/systemd/system/banger-vsock-agent.service     0644  files/banger-vsock-agent.service
 //	/etc/modules-load.d/banger-vsock.conf              0644  files/banger-vsock.conf
 //	/etc/systemd/system/multi-user.target.wants/<unit> -> /etc/systemd/system/<unit> (what systemctl enable makes)
+//
+// sysvinit with sysv-rc (Sysvinit): LSB init scripts, the agent run under
+// a restart loop (rc scripts have no respawn), the links update-rc.d
+// defaults makes (see SymlinksFor for the sequence numbers), and the
+// vsock modules appended to /etc/modules for kmod's init script:
+//
+//	/etc/init.d/banger-network                         0755  initfiles/sysvinit-banger-network
+//	/etc/init.d/banger-vsock-agent                     0755  initfiles/sysvinit-banger-vsock-agent
+//	/usr/local/libexec/banger-vsock-agent-supervise    0755  initfiles/banger-vsock-agent-supervise
+//	/etc/rc{2,3,4,5}.d/S01banger-network, S02banger-vsock-agent -> ../init.d/<name>
+//	/etc/rc{0,1,6}.d/K01banger-vsock-agent, K02banger-network -> ../init.d/<name>
+//	/etc/modules                                       lines added: the modules of files/banger-vsock.conf
+//
+// OpenRC (OpenRC; Alpine too, whose init is busybox but whose services
+// are OpenRC's): openrc-run scripts, the agent under supervise-daemon
+// with respawn, added to the default runlevel as rc-update does:
+//
+//	/etc/init.d/banger-network                         0755  initfiles/openrc-banger-network
+//	/etc/init.d/banger-vsock-agent                     0755  initfiles/openrc-banger-vsock-agent
+//	/etc/runlevels/default/<name> -> /etc/init.d/<name>
+//	/etc/modules                                       lines added: the modules of files/banger-vsock.conf
+//
+// busybox init (Busybox): a sysinit entry (modules, then the network
+// bootstrap) and a respawn entry for the agent's restart loop (busybox
+// respawns at once; the loop waits between runs), added to /etc/inittab;
+// an image without one gets busybox init's built-in defaults first
+// (initfiles/busybox-inittab-default), since busybox stops using them
+// once a table exists:
+//
+//	/usr/local/libexec/banger-vsock-agent-supervise    0755  initfiles/banger-vsock-agent-supervise
+//	/usr/local/libexec/banger-busybox-sysinit          0755  initfiles/busybox-sysinit
+//	/etc/inittab                                       lines added: initfiles/busybox-inittab-banger
+//
+// Lines are added once: a line already in the file is not added again,
+// and the file's other bytes, mode and owner are kept.
 //
 // The network bootstrap reads NetworkConfigPath; see the comment at the top
 // of files/banger-network-bootstrap for its keys and kernel parameters.

@@ -289,13 +289,10 @@ func ScanLayer(ctx context.Context, r io.Reader, bs uint32) (LayerUsage, error) 
 	var u LayerUsage
 	// Every read checks ctx: skipping a huge entry's data is cancellable.
 	cr := &ctxReader{ctx: ctx, r: r}
-	tr := tar.NewReader(cr)
+	// Entries as the applier reads them (sparse.go): a sparse entry's
+	// map from its headers, its data skipped by the map.
+	ts := newTarStream(cr, make([]byte, 64<<10))
 	b := int64(bs)
-	// A sparse entry's map is read off the tape of its headers, as the
-	// applier reads it (sparse.go); its data is skipped by the map.
-	var tp tape
-	var sp *sparseData
-	buf := make([]byte, 64<<10)
 	dirs := newPathSet()
 	// pending is the declared data size of the previous file entry, whose
 	// blocks are counted once the next header shows how many bytes of
@@ -314,21 +311,7 @@ func ScanLayer(ctx context.Context, r io.Reader, bs uint32) (LayerUsage, error) 
 		if err := ctx.Err(); err != nil {
 			return u, err
 		}
-		// The previous entry's data goes first, so the tape starts at a
-		// block boundary: a sparse entry's by its map (then a new reader
-		// takes the stream at the next header), any other's through tr.
-		if sp != nil {
-			if err := skipSparse(cr, sp, buf); err != nil {
-				return u, err
-			}
-			sp, tr = nil, tar.NewReader(cr)
-		} else if _, err := io.CopyBuffer(discardOnly{}, tr, buf); err != nil {
-			return u, fmt.Errorf("reading tar: %w", err)
-		}
-		tp.reset(cr.n)
-		cr.tape = &tp
-		hdr, err := tr.Next()
-		cr.tape = nil
+		hdr, err := ts.next()
 		settle()
 		last = cr.n
 		if err == io.EOF {
@@ -337,10 +320,8 @@ func ScanLayer(ctx context.Context, r io.Reader, bs uint32) (LayerUsage, error) 
 		if err != nil {
 			return u, fmt.Errorf("reading tar: %w", err)
 		}
-		if kind := sparseKind(hdr); kind != sparseNone {
-			if sp, err = tp.sparseMap(hdr, kind); err != nil {
-				return u, fmt.Errorf("entry %q: %w", shortName(hdr.Name), err)
-			}
+		if err := ts.readSparseMap(hdr); err != nil {
+			return u, fmt.Errorf("entry %q: %w", shortName(hdr.Name), err)
 		}
 		p := cleanPath(hdr.Name)
 		if len(p) > MaxPathBytes {
@@ -376,8 +357,8 @@ func ScanLayer(ctx context.Context, r io.Reader, bs uint32) (LayerUsage, error) 
 			u.Dirs++
 		case tar.TypeReg, tar.TypeCont, tar.TypeGNUSparse:
 			u.Files++
-			if sp != nil {
-				u.FileBlocks = satAdd(u.FileBlocks, sparseBlocks(sp.frags, b))
+			if ts.sp != nil {
+				u.FileBlocks = satAdd(u.FileBlocks, sparseBlocks(ts.sp.frags, b))
 			} else {
 				pending = max(hdr.Size, 0)
 			}

@@ -85,13 +85,9 @@ type applier struct {
 	// most entries need no Lsetattr), base otherwise.
 	clock *time.Time
 	base  time.Time
-	// raw is the layer's tar stream as tar reads it; ctx the build's.
-	raw *ctxReader
+	// ts reads the layer's tar entries (sparse.go); ctx is the build's.
+	ts  *tarStream
 	ctx context.Context
-	// tape records the header chain of the entry Next returns; sp is the
-	// current entry's sparse data, nil for any other entry (sparse.go).
-	tape tape
-	sp   *sparseData
 	// tmin and tmax are the times the image can store; warned counts the
 	// clamping warnings given (the first few are shown, all are counted).
 	tmin, tmax time.Time
@@ -186,21 +182,15 @@ func (a *applier) applyLayer(ctx context.Context, n int, digest string, r io.Rea
 	// Every read of the stream checks ctx, so a cancelled build stops
 	// inside a large entry too; the count tells file data read from the
 	// stream from the zeros tar makes up for a sparse file's holes.
-	a.raw = &ctxReader{ctx: ctx, r: r}
+	raw := &ctxReader{ctx: ctx, r: r}
+	a.ts = newTarStream(raw, a.buf)
 	a.ctx = ctx
-	r = a.raw
-	tr := tar.NewReader(r)
+	r = raw
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		// The tape records the header chain Next reads, from its first
-		// block: every entry's data was read to its end, so Next skips
-		// only the padding before it.
-		a.tape.reset(a.raw.n)
-		a.raw.tape = &a.tape
-		hdr, err := tr.Next()
-		a.raw.tape = nil
+		hdr, err := a.ts.next()
 		if err == io.EOF {
 			break
 		}
@@ -217,30 +207,17 @@ func (a *applier) applyLayer(ctx context.Context, n int, digest string, r io.Rea
 			}
 			return &LayerError{Layer: n, Digest: digest, Err: err}
 		}
-		a.sp = nil
-		if kind := sparseKind(hdr); kind != sparseNone {
-			// Its data is read from the stream, not through tr, which
-			// would fill the holes with zeros (sparse.go).
-			if a.sp, err = a.tape.sparseMap(hdr, kind); err != nil {
-				return &LayerError{Layer: n, Digest: digest, Entry: hdr.Name, Err: err}
-			}
-		}
-		if err := a.entry(hdr, tr); err != nil {
+		// A sparse entry's data is read by its map, not through tr.
+		if err := a.ts.readSparseMap(hdr); err != nil {
 			return &LayerError{Layer: n, Digest: digest, Entry: hdr.Name, Err: err}
 		}
-		if a.sp != nil {
-			// tr read none of the data: a new reader takes the stream at
-			// the next header.
-			if err := a.skipSparse(); err != nil {
-				return &LayerError{Layer: n, Digest: digest, Entry: hdr.Name, Err: err}
-			}
-			a.sp = nil
-			tr = tar.NewReader(r)
-		} else {
-			// What the entry did not read (a skipped entry's data) goes
-			// now, so the next tape starts at a block boundary. An error
-			// stays in tr, whose Next reports it.
-			_, _ = io.CopyBuffer(discardOnly{}, tr, a.buf)
+		if err := a.entry(hdr, a.ts.tr); err != nil {
+			return &LayerError{Layer: n, Digest: digest, Entry: hdr.Name, Err: err}
+		}
+		// Here, not in the next call to next: a sparse entry cut short is
+		// this entry's error.
+		if err := a.ts.finish(); err != nil {
+			return &LayerError{Layer: n, Digest: digest, Entry: hdr.Name, Err: err}
 		}
 		w := 1
 		if hdr.Typeflag == tar.TypeDir {
@@ -793,7 +770,7 @@ func (a *applier) file(p string, hdr *tar.Header, tr *tar.Reader) error {
 // as sparse, so none should reach that path. ctx is checked between
 // chunks.
 func (a *applier) copyData(f *ext4edit.File, tr *tar.Reader) (int64, error) {
-	if a.sp != nil {
+	if a.ts.sp != nil {
 		return a.copySparse(f) // without tar's zero fill
 	}
 	f.SetSparse(true)
@@ -802,11 +779,11 @@ func (a *applier) copyData(f *ext4edit.File, tr *tar.Reader) (int64, error) {
 		if err := a.ctx.Err(); err != nil {
 			return total, err
 		}
-		before := a.raw.n
+		before := a.ts.raw.n
 		n, err := tr.Read(a.buf)
 		if n > 0 {
 			var werr error
-			if a.raw.n == before {
+			if a.ts.raw.n == before {
 				werr = f.Hole(int64(n))
 			} else {
 				_, werr = f.Write(a.buf[:n])

@@ -482,7 +482,7 @@ func atoi64(s string) (int64, bool) {
 // reader) at its offset, the gaps as holes, and the file's tail past the
 // last fragment a hole too. It returns the file's size.
 func (a *applier) copySparse(f *ext4edit.File) (int64, error) {
-	sp := a.sp
+	sp := a.ts.sp
 	f.SetSparse(true)
 	var pos int64
 	for _, fr := range sp.frags {
@@ -494,7 +494,7 @@ func (a *applier) copySparse(f *ext4edit.File) (int64, error) {
 		}
 		pos = fr.off
 		for left := fr.n; left > 0; {
-			n, err := io.ReadFull(a.raw, a.buf[:min(left, int64(len(a.buf)))])
+			n, err := io.ReadFull(a.ts.raw, a.buf[:min(left, int64(len(a.buf)))])
 			sp.left -= int64(n)
 			if n > 0 {
 				if _, werr := f.Write(a.buf[:n]); werr != nil {
@@ -513,11 +513,6 @@ func (a *applier) copySparse(f *ext4edit.File) (int64, error) {
 	}
 	return sp.size, nil
 }
-
-// skipSparse reads what remains of the current sparse entry's data (all
-// of it when the entry was not copied) and its padding, leaving the stream
-// at the next header.
-func (a *applier) skipSparse() error { return skipSparse(a.raw, a.sp, a.buf) }
 
 // sparseBlocks is how many blocks of b bytes a sparse file of frags
 // occupies at most: the blocks its data fragments touch, and the extent
@@ -549,6 +544,64 @@ func sparseBlocks(frags []sparseFrag, b int64) int64 {
 		}
 	}
 	return blocks
+}
+
+// tarStream reads a layer's tar entries as the applier and the sizing
+// scan both need them: every read through the cancellable, counting
+// stream; a sparse entry's map read off the tape of its headers, its data
+// left to be read by the map (never through tar, which would fill the
+// holes with zeros); and what the reader of an entry left unread skipped
+// before the next header, so that every tape starts at a block boundary.
+type tarStream struct {
+	raw  *ctxReader
+	tr   *tar.Reader
+	tape tape
+	sp   *sparseData // the current entry's map, nil unless it is sparse
+	buf  []byte      // scratch for skipping
+}
+
+func newTarStream(raw *ctxReader, buf []byte) *tarStream {
+	return &tarStream{raw: raw, tr: tar.NewReader(raw), buf: buf}
+}
+
+// next finishes the current entry and reads the next header, recording
+// the header chain on the tape. io.EOF at the end of the archive.
+func (s *tarStream) next() (*tar.Header, error) {
+	if err := s.finish(); err != nil {
+		return nil, err
+	}
+	s.tape.reset(s.raw.n)
+	s.raw.tape = &s.tape
+	hdr, err := s.tr.Next()
+	s.raw.tape = nil
+	return hdr, err
+}
+
+// readSparseMap sets s.sp to hdr's map when hdr (just returned by next)
+// is a sparse entry; an error names what is wrong with the map.
+func (s *tarStream) readSparseMap(hdr *tar.Header) error {
+	if kind := sparseKind(hdr); kind != sparseNone {
+		sp, err := s.tape.sparseMap(hdr, kind)
+		if err != nil {
+			return err
+		}
+		s.sp = sp
+	}
+	return nil
+}
+
+// finish skips what is left of the current entry: a sparse entry's data
+// by its map and its padding (then a new reader takes the stream at the
+// next header: tar read none of it), any other's through tar. An error
+// reading through tar stays in tar, whose Next reports it.
+func (s *tarStream) finish() error {
+	if s.sp != nil {
+		sp := s.sp
+		s.sp, s.tr = nil, tar.NewReader(s.raw)
+		return skipSparse(s.raw, sp, s.buf)
+	}
+	_, _ = io.CopyBuffer(discardOnly{}, s.tr, s.buf)
+	return nil
 }
 
 // skipSparse reads what remains of sp's data from r, and its padding,

@@ -28,11 +28,8 @@ func (img *Image) blockBitmap(g uint32) ([]byte, error) {
 			return b.data, nil
 		}
 		buf := make([]byte, img.bs)
-		first := img.groupFirstBlock(g)
-		img.groupMetadata(g, func(b uint64) { setBit(buf, b-first) })
-		for i := uint64(img.groupBlocks(g)); i < uint64(img.bs)*8; i++ {
-			setBit(buf, i)
-		}
+		img.markGroupMetadata(g, buf)
+		setBits(buf, uint64(img.groupBlocks(g)), uint64(img.bs)*8)
 		img.cache.evict()
 		img.cache.blocks[blk] = &cblock{data: buf}
 		img.cache.clean++
@@ -54,10 +51,16 @@ func (img *Image) blockBitmap(g uint32) ([]byte, error) {
 		// been written and show the group's superblock backup and
 		// descriptor blocks free. Metadata is in use whatever the bitmap
 		// says: it is never handed out.
-		first := img.groupFirstBlock(g)
-		img.groupMetadata(g, func(b uint64) { setBit(buf, b-first) })
+		img.markGroupMetadata(g, buf)
 	}
 	return buf, nil
+}
+
+// markGroupMetadata sets the bits of group g's own metadata (superblock
+// and descriptor backups, bitmaps, inode table) in its block bitmap buf.
+func (img *Image) markGroupMetadata(g uint32, buf []byte) {
+	first := img.groupFirstBlock(g)
+	img.groupMetadata(g, func(b uint64) { setBit(buf, b-first) })
 }
 
 // blockBitmapW returns group g's block bitmap for modification.

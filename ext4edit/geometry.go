@@ -31,6 +31,11 @@ type geometry struct {
 	backupBgs      [2]uint32
 	csumSeed       uint32 // what metadata_csum checksums start from
 
+	// The features as the superblock had them when the geometry was
+	// derived: the layout ones (sparse_super, sparse_super2, meta_bg,
+	// 64bit) never change in a session. Features an edit can flip
+	// (has_journal, large_file, needs_recovery) are read from the
+	// superblock, never from here.
 	compat   compatFeatures
 	incompat incompatFeatures
 	roCompat roCompatFeatures

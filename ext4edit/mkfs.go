@@ -566,7 +566,6 @@ func (img *Image) mkJournal(o *MkfsOptions, uuid [16]byte) error {
 		if n == 0 {
 			// Too small for a journal, as mke2fs decides: none at all.
 			img.sb.setCompat(img.sb.compat() &^ compatHasJournal)
-			img.compat = img.sb.compat()
 			return nil
 		}
 	}

@@ -152,7 +152,7 @@ func (img *Image) commitJournaled() error {
 	for _, blk := range img.cache.dirtyWhere(func(*cblock) bool { return true }) {
 		b := img.cache.blocks[blk]
 		switch {
-		case b.fresh:
+		case b.fresh || img.outside(blk):
 			if err := img.writeRaw(blk, b.data); err != nil {
 				return err
 			}
@@ -177,6 +177,12 @@ func (img *Image) commitJournaled() error {
 		if err != nil {
 			return err
 		}
+		if img.outside(img.descBlock(i)) {
+			if err := img.writeRaw(img.descBlock(i), buf); err != nil {
+				return err
+			}
+			continue
+		}
 		blocks = append(blocks, loggedBlock{img.descBlock(i), buf})
 	}
 	// The superblock's block goes last: if the set must be split into
@@ -189,6 +195,14 @@ func (img *Image) commitJournaled() error {
 	copy(buf[sbOff:], img.sb.b)
 	blocks = append(blocks, loggedBlock{sbBlk, buf})
 	return img.journalCommit(j, blocks)
+}
+
+// outside reports whether blk lay past the end of the filesystem at the
+// last commit (the commit of a grow): nothing on disk points at it until
+// the superblock commits, so like a fresh block it goes home before the
+// log instead of through it.
+func (img *Image) outside(blk uint64) bool {
+	return img.dirty.outsideFrom != 0 && blk >= img.dirty.outsideFrom
 }
 
 // commitOrdered writes without a journal, in an order where a crash at

@@ -1,6 +1,10 @@
 package ext4edit
 
-import "math"
+import (
+	"fmt"
+	"io/fs"
+	"math"
+)
 
 // geometry is the fixed shape of a filesystem: sizes, counts and the
 // layout-deciding features, derived once from the superblock and checked
@@ -251,4 +255,80 @@ func (g *geometry) superblockBlock() (uint64, int) {
 		return 1, 0
 	}
 	return 0, superblockOffset
+}
+
+// metaEnd is the first block of group n past its superblock copy and
+// descriptor blocks (superAndDescBlocks, which lie contiguously from the
+// group's start): where the group's own free space begins.
+func (g *geometry) metaEnd(n uint32) uint64 {
+	end := g.groupFirstBlock(n)
+	g.superAndDescBlocks(n, func(blk uint64) { end = max(end, blk+1) })
+	return end
+}
+
+// groupMetaLoc is where one group's block bitmap, inode bitmap and inode
+// table lie.
+type groupMetaLoc struct{ blockBitmap, inodeBitmap, inodeTable uint64 }
+
+// layoutGroupMeta places the bitmaps and inode tables of groups [from,
+// to) the way mke2fs lays out a flex group: in units of flex groups
+// aligned to multiples of flex (a first, partial unit when from is not
+// aligned), each unit's block bitmaps, then inode bitmaps, then inode
+// tables, contiguous from the free space of the unit's first group,
+// stepping over the superblock copies and descriptor blocks of the
+// groups the run reaches. flex 1 puts each group's own metadata at the
+// start of its free space (no flex_bg). It returns the locations, index
+// i for group from+i.
+func (g *geometry) layoutGroupMeta(from, to, flex uint32) ([]groupMetaLoc, error) {
+	if flex == 0 {
+		flex = 1
+	}
+	locs := make([]groupMetaLoc, to-from)
+	for leader := from; leader < to; {
+		unitEnd := uint32(min(uint64(to), (uint64(leader)/uint64(flex)+1)*uint64(flex)))
+		cur := g.metaEnd(leader)
+		take := func(cnt uint64) (uint64, error) {
+			for {
+				if cur >= g.blocksCount {
+					return 0, fmt.Errorf("%w: no room for group metadata", fs.ErrInvalid)
+				}
+				grp := g.blockGroup(cur)
+				if e := g.metaEnd(grp); cur < e {
+					cur = e
+					continue
+				}
+				// The run must not cross into a group whose start holds
+				// a superblock copy or descriptor blocks.
+				end := cur + cnt
+				if grp+1 < g.groupCount {
+					next := g.groupFirstBlock(grp + 1)
+					if e := g.metaEnd(grp + 1); end > next && e > next {
+						cur = e
+						continue
+					}
+				}
+				if end > g.blocksCount {
+					return 0, fmt.Errorf("%w: no room for group metadata", fs.ErrInvalid)
+				}
+				s := cur
+				cur = end
+				return s, nil
+			}
+		}
+		var err error
+		for i := leader; i < unitEnd && err == nil; i++ {
+			locs[i-from].blockBitmap, err = take(1)
+		}
+		for i := leader; i < unitEnd && err == nil; i++ {
+			locs[i-from].inodeBitmap, err = take(1)
+		}
+		for i := leader; i < unitEnd && err == nil; i++ {
+			locs[i-from].inodeTable, err = take(uint64(g.itableBlocks))
+		}
+		if err != nil {
+			return nil, err
+		}
+		leader = unitEnd
+	}
+	return locs, nil
 }

@@ -61,6 +61,9 @@ type dirtySet struct {
 	blockBitmaps map[uint32]bool
 	inodeBitmaps map[uint32]bool
 	data         bool // file data went to disk since the last commit
+	// outsideFrom, while a grow commits, is the old end of the
+	// filesystem: blocks from there on were outside it (commitJournaled).
+	outsideFrom uint64
 	// unflushed: a scratch commit (Options.Scratch) wrote without a
 	// barrier; Close flushes.
 	unflushed bool

@@ -198,15 +198,8 @@ func (img *Image) journalCommit(j *journal, blocks []loggedBlock) error {
 	if be.Uint32(j.sb[jsStart:]) != 0 {
 		return fmt.Errorf("%w: journal not empty at commit", ErrNeedsRecovery)
 	}
-	// Room per transaction: leave a quarter of the log free, like jbd2.
-	capacity := int(j.maxlen-j.first) * 3 / 4
-	perDesc := (int(img.bs) - jhSize - 16 - 4) / j.tagBytes()
 	for len(blocks) > 0 {
-		n := len(blocks)
-		// n data blocks need ceil(n/perDesc) descriptors and a commit.
-		for n+(n+perDesc-1)/perDesc+1 > capacity {
-			n = capacity - capacity/perDesc - 2
-		}
+		n := min(len(blocks), j.maxTransaction())
 		if n <= 0 {
 			return corruptf("journal of %d blocks too small for a transaction", j.maxlen)
 		}
@@ -217,6 +210,18 @@ func (img *Image) journalCommit(j *journal, blocks []loggedBlock) error {
 	}
 	return nil
 }
+
+// maxTransaction is how many blocks one transaction can log: n data
+// blocks need ceil(n/perDesc) descriptor blocks and a commit block, in a
+// quarter less than the log (jbd2 leaves that much free).
+func (j *journal) maxTransaction() int {
+	capacity := int(j.maxlen-j.first) * 3 / 4
+	perDesc := (int(j.img.bs) - jhSize - 16 - 4) / j.tagBytes()
+	return capacity - capacity/perDesc - 2
+}
+
+// fitsOneTransaction reports whether n blocks can be logged atomically.
+func (j *journal) fitsOneTransaction(n int) bool { return n <= j.maxTransaction() }
 
 func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 	seq := be.Uint32(j.sb[jsSequence:])

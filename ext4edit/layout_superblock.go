@@ -57,6 +57,7 @@ const (
 	sbFlags             = 0x160 // __le32 s_flags (1 signed hash, 2 unsigned hash)
 	sbLogGroupsPerFlex  = 0x174 // __u8 s_log_groups_per_flex
 	sbChecksumType      = 0x175 // __u8 s_checksum_type (1 = crc32c)
+	sbOverheadClusters  = 0x248 // __le32 s_overhead_clusters (0: the kernel computes it)
 	sbBackupBgs         = 0x24C // __le32 s_backup_bgs[2] (sparse_super2)
 	sbChecksumSeed      = 0x270 // __le32 s_checksum_seed (csum_seed feature)
 	sbWtimeHi           = 0x274 // __u8 s_wtime_hi
@@ -101,6 +102,14 @@ func (s superblock) blocksCount() uint64 {
 	v := uint64(le32(s.b, sbBlocksCountLo))
 	if s.hasIncompat(incompat64bit) {
 		v |= uint64(le32(s.b, sbBlocksCountHi)) << 32
+	}
+	return v
+}
+
+func (s superblock) rBlocksCount() uint64 {
+	v := uint64(le32(s.b, sbRBlocksCountLo))
+	if s.hasIncompat(incompat64bit) {
+		v |= uint64(le32(s.b, sbRBlocksCountHi)) << 32
 	}
 	return v
 }

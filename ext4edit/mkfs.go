@@ -351,66 +351,16 @@ func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 	img.gdt = make([]byte, uint64(groups)*uint64(geo.descSize))
 	type run struct{ start, n uint64 }
 	var meta []run
-	sbEnd := func(grp uint32) uint64 {
-		s := geo.groupFirstBlock(grp)
-		if geo.hasSuper(grp) {
-			s += 1 + uint64(geo.gdtBlocks)
-		}
-		return s
+	locs, err := geo.layoutGroupMeta(0, groups, flex)
+	if err != nil {
+		return err
 	}
-	for leader := uint32(0); leader < groups; leader += flex {
-		n := min(flex, groups-leader)
-		cur := sbEnd(leader)
-		take := func(cnt uint64) (uint64, error) {
-			for {
-				grp := geo.blockGroup(cur)
-				if grp >= groups {
-					return 0, fmt.Errorf("%w: no room for group metadata", fs.ErrInvalid)
-				}
-				if cur < sbEnd(grp) {
-					cur = sbEnd(grp)
-					continue
-				}
-				// The run must not cross into a group whose start holds a backup.
-				end := cur + cnt
-				next := geo.groupFirstBlock(grp + 1)
-				if grp+1 < groups && end > next && geo.hasSuper(grp+1) {
-					cur = sbEnd(grp + 1)
-					continue
-				}
-				if end > geo.blocksCount {
-					return 0, fmt.Errorf("%w: no room for group metadata", fs.ErrInvalid)
-				}
-				s := cur
-				cur = end
-				meta = append(meta, run{s, cnt})
-				return s, nil
-			}
-		}
-		for i := uint32(0); i < n; i++ {
-			b, err := take(1)
-			if err != nil {
-				return err
-			}
-			d := img.gd(leader + i)
-			d.setBlockBitmap(b)
-		}
-		for i := uint32(0); i < n; i++ {
-			b, err := take(1)
-			if err != nil {
-				return err
-			}
-			d := img.gd(leader + i)
-			d.setInodeBitmap(b)
-		}
-		for i := uint32(0); i < n; i++ {
-			b, err := take(uint64(geo.itableBlocks))
-			if err != nil {
-				return err
-			}
-			d := img.gd(leader + i)
-			d.setInodeTable(b)
-		}
+	for grp, l := range locs {
+		d := img.gd(uint32(grp))
+		d.setBlockBitmap(l.blockBitmap)
+		d.setInodeBitmap(l.inodeBitmap)
+		d.setInodeTable(l.inodeTable)
+		meta = append(meta, run{l.blockBitmap, 1}, run{l.inodeBitmap, 1}, run{l.inodeTable, uint64(geo.itableBlocks)})
 	}
 	for grp := uint32(0); grp < groups; grp++ {
 		if geo.hasSuper(grp) {

@@ -1,0 +1,416 @@
+package ext4edit
+
+import (
+	"fmt"
+	"slices"
+)
+
+// grow takes the filesystem (committed, nothing pending) to want blocks
+// or, after resizedSuperblock's trimming, a little less.
+//
+// Order of writes, so that a crash leaves the old filesystem or the new:
+//  1. The file is cut to the old filesystem's end and extended: the new
+//     area reads as zeros (inode tables need no writing).
+//  2. The new groups' bitmaps go straight to the new area, which nothing
+//     in the old filesystem points at.
+//  3. One commit carries the superblock, the descriptor table, the old
+//     last group's bitmap and the resize inode (a journal transaction
+//     where there is a journal; descriptor blocks in the new area are
+//     written before the log like fresh blocks).
+//  4. Backup superblocks and descriptor tables, everywhere they live.
+func (img *Image) grow(want uint64) error {
+	old := img.geometry
+	nsb, ng, err := img.resizedSuperblock(want)
+	if err != nil {
+		return err
+	}
+	if ng.blocksCount <= old.blocksCount {
+		return nil
+	}
+	flex := uint32(1)
+	if ng.incompat.has(incompatFlexBG) {
+		if lg := nsb.b[sbLogGroupsPerFlex]; lg < 31 {
+			flex = 1 << lg
+		}
+	}
+	locs, err := ng.layoutGroupMeta(old.groupCount, ng.groupCount, flex)
+	if err != nil {
+		return err
+	}
+	// The resize inode as it is: its dind block is kept or released.
+	var resize *inode
+	var dind uint64
+	if old.compat.has(compatResizeInode) {
+		if resize, err = img.readInode(resizeIno); err != nil {
+			return err
+		}
+		if dind = resizeInodeDind(resize); !old.inFS(dind) || dind < old.metaEnd(0) {
+			return corruptf("resize inode's dind block %d", dind)
+		}
+	}
+	gdtBuf := make([]byte, uint64(ng.groupCount)*uint64(ng.descSize))
+	copy(gdtBuf, img.gdt)
+	if err := img.checkGrowFits(old, ng); err != nil {
+		return err
+	}
+
+	// 1. The file.
+	oldBytes, newBytes := old.bytes(), ng.bytes()
+	if err := img.f.Truncate(oldBytes); err != nil {
+		return err
+	}
+	if err := img.f.Truncate(newBytes); err != nil {
+		_ = img.f.Truncate(oldBytes)
+		return err
+	}
+	oldSB, oldGdt := img.sb, img.gdt
+	img.geometry, img.sb, img.gdt = ng, nsb, gdtBuf
+	img.resetState()
+	undo := func(err error) error {
+		img.geometry, img.sb, img.gdt = old, oldSB, oldGdt
+		img.resetState()
+		img.pending = pendingFrees{}
+		_ = img.f.Truncate(oldBytes)
+		return err
+	}
+
+	// 2. New groups.
+	if err := img.initNewGroups(old.groupCount, locs); err != nil {
+		return undo(err)
+	}
+	// The old last group reaches further.
+	last := old.groupCount - 1
+	if added := ng.groupBlocks(last) - old.groupBlocks(last); added > 0 {
+		if !img.blockUninit(last) {
+			bm, err := img.blockBitmapW(last)
+			if err != nil {
+				return undo(err)
+			}
+			for b := uint64(old.groupBlocks(last)); b < uint64(ng.groupBlocks(last)); b++ {
+				clearBit(bm, b)
+			}
+		}
+		d := img.gdW(last)
+		d.setFreeBlocks(d.freeBlocks() + added)
+	}
+	// Superblock copies and descriptor blocks that move between old groups
+	// (sparse_super2's second backup follows the last group).
+	if err := img.moveOldGroupMetadata(&old); err != nil {
+		return undo(err)
+	}
+	if resize != nil {
+		if ng.compat.has(compatResizeInode) {
+			if err := img.buildResizeInode(resize, dind); err != nil {
+				return undo(err)
+			}
+		} else {
+			// Converted to meta_bg: the reservation is all in the table.
+			img.freeBlocks(dind, 1)
+			clear(resize.iblock())
+			if err := resize.setBlocks512(img, 0); err != nil {
+				return undo(err)
+			}
+		}
+		resize.setCtime(img.now())
+		if err := img.writeInode(resize); err != nil {
+			return undo(err)
+		}
+	}
+	img.sb.setFreeBlocksCount(img.countFreeBlocks())
+	img.sb.setFreeInodesCount(uint32(img.countFreeInodes()))
+	for g := last; g < ng.groupCount; g++ {
+		img.dirty.gdt[g] = true
+	}
+
+	// 3. The commit. Past this point the old filesystem is gone on disk
+	// once the transaction lands; a failure leaves the image refusing edits.
+	img.dirty.outsideFrom = old.blocksCount
+	img.dirty.data = true // the new area's writes share the first barrier
+	err = img.commit()
+	img.dirty.outsideFrom = 0
+	if err != nil {
+		img.undo.partial = fmt.Errorf("%w: resize: %w", ErrPartialEdit, err)
+		return err
+	}
+	// 4. Backups.
+	if err := img.writeBackups(); err != nil {
+		img.undo.partial = fmt.Errorf("%w: resize (backup superblocks): %w", ErrPartialEdit, err)
+		return err
+	}
+	img.resetState()
+	return nil
+}
+
+// checkGrowFits refuses, before anything is written, a grow whose commit
+// would not fit one journal transaction: the superblock, the descriptor
+// blocks of the old area that change, the old last group's bitmap, and
+// the resize inode's blocks.
+func (img *Image) checkGrowFits(old, ng geometry) error {
+	if !img.sb.hasCompat(compatHasJournal) || img.opts.Scratch {
+		return nil
+	}
+	j, err := img.openJournal()
+	if err != nil {
+		return err
+	}
+	n := 1 + 2 + 1 + 1 + int(old.reservedGdt) // superblock, bitmaps, inode, dind, reserved blocks
+	firstDesc := (old.groupCount - 1) / ng.descPerBlock
+	for i := firstDesc; i < ng.gdtBlocks; i++ {
+		if ng.descBlock(i) < old.blocksCount {
+			n++
+		}
+	}
+	if !j.fitsOneTransaction(n) {
+		return fmt.Errorf("%w: the journal (%d blocks) cannot hold the resize's %d metadata blocks in one transaction", ErrNoSpace, j.maxlen, n)
+	}
+	return nil
+}
+
+// initNewGroups fills the descriptors of groups from.. (locs: their
+// bitmaps and inode tables) and writes the bitmaps that must exist on
+// disk straight to the new area. With group checksums a new group is
+// INODE_UNINIT (its inode table reads as zeros: ITABLE_ZEROED), and
+// BLOCK_UNINIT when it holds nothing but its own superblock copy and
+// descriptor blocks, as the kernel's ext4_init_block_bitmap rebuilds
+// exactly those; the last group and groups holding other groups' bitmaps
+// and inode tables (flex_bg) get a real block bitmap. Without group
+// checksums every group's bitmaps are written.
+func (img *Image) initNewGroups(from uint32, locs []groupMetaLoc) error {
+	n := uint32(len(locs))
+	csums := img.sb.groupCsums()
+	// Per group, the blocks of every group's metadata lying in it.
+	type run struct{ start, n uint64 }
+	inGroup := make([][]run, n)
+	add := func(start, cnt uint64) error {
+		for b := start; b < start+cnt; {
+			g := img.blockGroup(b)
+			if g < from || !img.inFS(b) {
+				return fmt.Errorf("internal error: new group metadata at block %d outside the new groups", b)
+			}
+			end := min(start+cnt, img.groupFirstBlock(g)+uint64(img.groupBlocks(g)))
+			inGroup[g-from] = append(inGroup[g-from], run{b, end - b})
+			b = end
+		}
+		return nil
+	}
+	for i, l := range locs {
+		d := img.gd(from + uint32(i))
+		d.setBlockBitmap(l.blockBitmap)
+		d.setInodeBitmap(l.inodeBitmap)
+		d.setInodeTable(l.inodeTable)
+		for _, r := range []run{{l.blockBitmap, 1}, {l.inodeBitmap, 1}, {l.inodeTable, uint64(img.itableBlocks)}} {
+			if err := add(r.start, r.n); err != nil {
+				return err
+			}
+		}
+	}
+	w := newRunWriter(img)
+	for i := uint32(0); i < n; i++ {
+		g := from + i
+		first := img.groupFirstBlock(g)
+		nblk := uint64(img.groupBlocks(g))
+		own := img.metaEnd(g) - first
+		used := own
+		for _, r := range inGroup[i] {
+			used += r.n
+		}
+		d := img.gd(g)
+		var flags uint16
+		if csums {
+			flags = bgInodeUninit | bgItableZeroed
+			d.setItableUnused(img.ipg)
+			if used == own && g != img.groupCount-1 {
+				flags |= bgBlockUninit
+			}
+		}
+		d.setFlags(flags)
+		d.setFreeBlocks(uint32(nblk - used))
+		d.setFreeInodes(img.ipg)
+		if flags&bgBlockUninit == 0 {
+			bm := make([]byte, img.bs)
+			setBits(bm, 0, own)
+			for _, r := range inGroup[i] {
+				setBits(bm, r.start-first, r.start-first+r.n)
+			}
+			setBits(bm, nblk, uint64(img.bs)*8)
+			if img.sb.metadataCsum() {
+				d.setBlockBitmapCsum(crc32cRaw(img.csumSeed, bm[:img.bpg/8]))
+			}
+			if err := w.add(d.blockBitmap(), bm); err != nil {
+				return err
+			}
+		}
+		if flags&bgInodeUninit == 0 {
+			ib := make([]byte, img.bs)
+			setBits(ib, uint64(img.ipg), uint64(img.bs)*8)
+			if img.sb.metadataCsum() {
+				d.setInodeBitmapCsum(crc32cRaw(img.csumSeed, ib[:img.ipg/8]))
+			}
+			if err := w.add(d.inodeBitmap(), ib); err != nil {
+				return err
+			}
+		}
+	}
+	return w.flush()
+}
+
+// moveOldGroupMetadata reconciles the old groups' superblock copies and
+// descriptor blocks with the new layout: blocks no longer holding one are
+// freed, blocks that now must are claimed (they must be free).
+func (img *Image) moveOldGroupMetadata(old *geometry) error {
+	for g := uint32(0); g < old.groupCount; g++ {
+		var was, is []uint64
+		old.superAndDescBlocks(g, func(b uint64) { was = append(was, b) })
+		img.superAndDescBlocks(g, func(b uint64) { is = append(is, b) })
+		if slices.Equal(was, is) {
+			continue
+		}
+		for _, b := range was {
+			if !slices.Contains(is, b) {
+				img.freeBlocks(b, 1)
+			}
+		}
+		for _, b := range is {
+			if slices.Contains(was, b) {
+				continue
+			}
+			bm, err := img.blockBitmapW(g)
+			if err != nil {
+				return err
+			}
+			i := b - img.groupFirstBlock(g)
+			if testBit(bm, i) {
+				return unsupportedf("growing: block %d, needed for group %d's superblock copy or descriptors, is in use", b, g)
+			}
+			setBit(bm, i)
+			d := img.gdW(g)
+			d.setFreeBlocks(d.freeBlocks() - 1)
+		}
+		img.dirty.gdt[g] = true
+	}
+	return nil
+}
+
+// writeBackups writes every superblock copy, and the descriptor table's
+// copies: after the table in each group holding a superblock copy (the
+// blocks before s_first_meta_bg with meta_bg), and each meta_bg
+// descriptor block's two copies in the second and last group of its meta
+// group. Then it flushes.
+func (img *Image) writeBackups() error {
+	w := newRunWriter(img)
+	classic := img.gdtBlocks
+	if img.incompat.has(incompatMetaBG) {
+		classic = min(img.firstMetaBg, img.gdtBlocks)
+	}
+	bs := uint64(img.bs)
+	// Every copy of descriptor block i shares one buffer.
+	descBlocks := map[uint32][]byte{}
+	descBlock := func(i uint32) []byte {
+		if b, ok := descBlocks[i]; ok {
+			return b
+		}
+		b := make([]byte, bs)
+		copy(b, img.gdt[min(uint64(i)*bs, uint64(len(img.gdt))):min(uint64(i+1)*bs, uint64(len(img.gdt)))])
+		descBlocks[i] = b
+		return b
+	}
+	for g := uint32(1); g < img.groupCount; g++ {
+		if !img.hasSuper(g) {
+			continue
+		}
+		cp := make([]byte, bs)
+		copy(cp, img.sb.b)
+		put16(cp, sbBlockGroupNr, uint16(g))
+		superblock{cp[:superblockSize]}.updateChecksum()
+		first := img.groupFirstBlock(g)
+		if err := w.add(first, cp); err != nil {
+			return err
+		}
+		if img.metaBg(g / img.descPerBlock) {
+			continue // a meta_bg group's copies come below
+		}
+		for i := uint32(0); i < classic; i++ {
+			if err := w.add(first+1+uint64(i), descBlock(i)); err != nil {
+				return err
+			}
+		}
+	}
+	if img.incompat.has(incompatMetaBG) {
+		for i := img.firstMetaBg; i < img.gdtBlocks; i++ {
+			for _, g := range []uint64{uint64(i)*uint64(img.descPerBlock) + 1, uint64(i+1)*uint64(img.descPerBlock) - 1} {
+				if g >= uint64(img.groupCount) {
+					continue
+				}
+				blk := img.groupFirstBlock(uint32(g))
+				if img.hasSuper(uint32(g)) {
+					blk++
+				}
+				if err := w.add(blk, descBlock(i)); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if err := w.flush(); err != nil {
+		return err
+	}
+	return img.dev.Sync()
+}
+
+// runWriter gathers block writes and issues them in block order, adjacent
+// blocks as one write.
+type runWriter struct {
+	img    *Image
+	blocks map[uint64][]byte
+	bytes  int
+}
+
+func newRunWriter(img *Image) *runWriter {
+	return &runWriter{img: img, blocks: map[uint64][]byte{}}
+}
+
+const runWriterMax = 8 << 20
+
+func (w *runWriter) add(blk uint64, b []byte) error {
+	w.blocks[blk] = b
+	w.bytes += len(b)
+	if w.bytes >= runWriterMax {
+		return w.flush()
+	}
+	return nil
+}
+
+func (w *runWriter) flush() error {
+	bs := uint64(w.img.bs)
+	keys := sortedKeys(w.blocks)
+	var run []byte
+	var start uint64
+	out := func() error {
+		if len(run) == 0 {
+			return nil
+		}
+		if !w.img.runInFS(start, uint64(len(run))/bs) {
+			return fmt.Errorf("internal error: write to blocks %d+%d outside the filesystem", start, uint64(len(run))/bs)
+		}
+		_, err := w.img.dev.WriteAt(run, w.img.off+int64(start)*int64(bs))
+		run = run[:0]
+		return err
+	}
+	for _, k := range keys {
+		if len(run) > 0 && k != start+uint64(len(run))/bs {
+			if err := out(); err != nil {
+				return err
+			}
+		}
+		if len(run) == 0 {
+			start = k
+		}
+		run = append(run, w.blocks[k]...)
+	}
+	if err := out(); err != nil {
+		return err
+	}
+	clear(w.blocks)
+	w.bytes = 0
+	return nil
+}

@@ -273,6 +273,18 @@ func crInject() crScenario {
 	}
 }
 
+// crGrow grows a populated image to three times its size (Resize): the
+// tree is the same before and after, the filesystem's size is not.
+func crGrow() crScenario {
+	return crScenario{
+		name:    "grow",
+		prepare: crChurn().prepare,
+		edit: func(img *ext4edit.Image) error {
+			return img.Resize(3 * img.Size())
+		},
+	}
+}
+
 // crChurn removes, renames, replaces and links files of a populated image.
 func crChurn() crScenario {
 	return crScenario{
@@ -427,7 +439,7 @@ func TestCrashSweep(t *testing.T) {
 	total := 0
 	start := time.Now()
 	for _, v := range crVariants() {
-		for _, sc := range []crScenario{crInject(), crChurn(), crImagepullInject(agent)} {
+		for _, sc := range []crScenario{crInject(), crChurn(), crImagepullInject(agent), crGrow()} {
 			t.Run(v.name+"/"+sc.name, func(t *testing.T) {
 				total += crSweep(t, sc, v, kernel)
 			})

@@ -74,6 +74,22 @@
 //     The result is as clean as a journaled commit; a crash before Close
 //     returns leaves a file to throw away.
 //
+// # Resizing
+//
+// [Resize] (or [Image.Resize] within a session) grows a filesystem and
+// its image file: the descriptor table grows into the blocks
+// resize_inode reserved and, past them or without them, the filesystem
+// switches to meta_bg as the kernel's online resize does; new groups'
+// bitmaps and inode tables are laid out per flex group as mke2fs lays
+// them out, and stay uninitialised where group checksums allow. The
+// blocks past the old end (new bitmaps, backups, meta_bg descriptor
+// blocks) are written first; the superblock, the descriptor blocks of the
+// old area, the old last group's bitmap and the resize inode are one
+// commit whose superblock goes home last, so that until the journal is
+// empty every reader judges the descriptors on disk by a superblock that
+// matches them. A crash leaves the old filesystem or the new one.
+// Shrinking is refused with [ErrUnsupportedFeature] for now.
+//
 // # Read-only opens and journal replay
 //
 // An image whose journal holds committed transactions that were never

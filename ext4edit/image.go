@@ -64,6 +64,9 @@ type dirtySet struct {
 	// outsideFrom, while a grow commits, is the old end of the
 	// filesystem: blocks from there on were outside it (commitJournaled).
 	outsideFrom uint64
+	// resized: the commit changes the filesystem's size (journalOne
+	// checkpoints the superblock last).
+	resized bool
 	// unflushed: a scratch commit (Options.Scratch) wrote without a
 	// barrier; Close flushes.
 	unflushed bool

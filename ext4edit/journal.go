@@ -228,7 +228,9 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 	pos := j.first
 	bs := int(img.bs)
 	tb := j.tagBytes()
-	// 1. The log: descriptor blocks each followed by their data blocks.
+	// 1. The log: descriptor blocks each followed by their data blocks,
+	// gathered so that a contiguous log goes out in a few large writes.
+	logw := newRunWriter(img)
 	for i := 0; i < len(blocks); {
 		desc := make([]byte, bs)
 		be.PutUint32(desc[jhMagic:], jMagic)
@@ -296,7 +298,7 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 		if err != nil {
 			return err
 		}
-		if err := img.writeRaw(p, desc); err != nil {
+		if err := logw.add(p, desc); err != nil {
 			return err
 		}
 		for _, lb := range batch {
@@ -304,7 +306,7 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 			if err != nil {
 				return err
 			}
-			if err := img.writeRaw(p, lb.data); err != nil {
+			if err := logw.add(p, lb.data); err != nil {
 				return err
 			}
 			pos = j.next(pos)
@@ -316,7 +318,10 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 	// waiting for the host filesystem to commit an allocation.
 	if p, err := j.phys(pos); err != nil {
 		return err
-	} else if err := img.writeRaw(p, make([]byte, bs)); err != nil {
+	} else if err := logw.add(p, make([]byte, bs)); err != nil {
+		return err
+	}
+	if err := logw.flush(); err != nil {
 		return err
 	}
 	// The recovery flag goes out with the log: a flag over an empty or
@@ -363,7 +368,14 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 	}
 	// 4. Checkpoint: every block to its home. The superblock keeps the
 	// recovery flag until the journal is empty.
+	// A transaction that resizes the filesystem sends its superblock home
+	// only once every other block is durable there: until the journal is
+	// replayed, readers (the kernel's descriptor checks at mount, our
+	// open) judge the descriptors on disk by the superblock on disk, and
+	// a new superblock over a half-written table would fail them.
 	sbBlk, sbOff := img.superblockBlock()
+	var sbLast *loggedBlock
+	homew := newRunWriter(img)
 	for _, lb := range blocks {
 		data := lb.data
 		if lb.blk == sbBlk {
@@ -371,13 +383,28 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 			sb := superblock{data[sbOff : sbOff+superblockSize]}
 			sb.setIncompat(sb.incompat() | incompatRecover)
 			sb.updateChecksum()
+			if img.dirty.resized {
+				sbLast = &loggedBlock{lb.blk, data}
+				continue
+			}
 		}
-		if err := img.writeRaw(lb.blk, data); err != nil {
+		if err := homew.add(lb.blk, data); err != nil {
 			return err
 		}
 	}
+	if err := homew.flush(); err != nil {
+		return err
+	}
 	if err := img.dev.Sync(); err != nil {
 		return err
+	}
+	if sbLast != nil {
+		if err := img.writeRaw(sbLast.blk, sbLast.data); err != nil {
+			return err
+		}
+		if err := img.dev.Sync(); err != nil {
+			return err
+		}
 	}
 	// 5. Empty the journal.
 	return img.emptyJournal(j, seq+1)

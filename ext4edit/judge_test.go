@@ -39,8 +39,14 @@ type jtNode struct {
 	Dev      string // device nodes: major:minor
 }
 
-// jtTree maps every path below the root ("/" itself included) to its node.
+// jtTree maps every path below the root ("/" itself included) to its node,
+// and jtFilesystemKey to the filesystem's size (Size): a resize changes
+// what a reader sees too.
 type jtTree map[string]jtNode
+
+// jtFilesystemKey is the tree entry holding the filesystem's size: no path
+// starts with '#'.
+const jtFilesystemKey = "#filesystem"
 
 func jtSHA(b []byte) string {
 	s := sha256.Sum256(b)
@@ -62,7 +68,7 @@ func jtSnap(img string) (jtTree, error) {
 // come from ListXattr/GetXattr.
 func jtSnapImage(im *ext4edit.Image) (jtTree, error) {
 	fsys := im.FS()
-	t := jtTree{}
+	t := jtTree{jtFilesystemKey: {Size: uint64(im.Size())}}
 	err := fs.WalkDir(fsys, ".", func(name string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -138,6 +144,8 @@ func jtDiff(got, want jtTree, max int) string {
 		g, gok := got[k]
 		w, wok := want[k]
 		switch {
+		case k == jtFilesystemKey && (!gok || !wok):
+			// A tree observed through the kernel has no size entry.
 		case !gok:
 			out = append(out, "missing "+k)
 		case !wok:

@@ -476,7 +476,7 @@ func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 		return err
 	}
 	if !o.NoJournal {
-		if err := img.mkJournal(o, uuid); err != nil {
+		if err := img.mkJournal(o.JournalBlocks, uuid); err != nil {
 			return err
 		}
 	}
@@ -509,8 +509,7 @@ func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 
 // mkJournal creates the journal inode (8): contiguous blocks near the
 // middle of the filesystem and a jbd2 v2 superblock, as mke2fs writes it.
-func (img *Image) mkJournal(o *MkfsOptions, uuid [16]byte) error {
-	n := o.JournalBlocks
+func (img *Image) mkJournal(n uint32, uuid [16]byte) error {
 	if n == 0 {
 		n = DefaultJournalBlocks(img.blocksCount)
 		if n == 0 {

@@ -12,12 +12,14 @@ import (
 //  1. The file is cut to the old filesystem's end and extended: the new
 //     area reads as zeros (inode tables need no writing).
 //  2. The new groups' bitmaps go straight to the new area, which nothing
-//     in the old filesystem points at.
+//     in the old filesystem points at; so do the backup superblocks and
+//     descriptor tables, everywhere they live (the old filesystem's
+//     backups are read only when its primary is lost).
 //  3. One commit carries the superblock, the descriptor table, the old
-//     last group's bitmap and the resize inode (a journal transaction
-//     where there is a journal; descriptor blocks in the new area are
-//     written before the log like fresh blocks).
-//  4. Backup superblocks and descriptor tables, everywhere they live.
+//     last group's bitmap and the resize inode: a journal transaction
+//     where there is a journal (descriptor blocks in the new area are
+//     written before the log like fresh blocks; its first barrier makes
+//     the writes of step 2 durable; the superblock goes home last).
 func (img *Image) grow(want uint64) error {
 	old := img.geometry
 	nsb, ng, err := img.resizedSuperblock(want)
@@ -122,19 +124,25 @@ func (img *Image) grow(want uint64) error {
 		img.dirty.gdt[g] = true
 	}
 
-	// 3. The commit. Past this point the old filesystem is gone on disk
+	// 3. Backups: superblock copies and descriptor tables as the new
+	// filesystem has them, written before the commit so that they share
+	// its first barrier. Nothing the old filesystem uses changes: the
+	// blocks are backups (read only when the primary is lost) or were
+	// outside it, and the descriptor blocks past the old table were
+	// reserved for it.
+	img.finishGroups()
+	if err := img.writeBackups(); err != nil {
+		return undo(err)
+	}
+	// 4. The commit. Past this point the old filesystem is gone on disk
 	// once the transaction lands; a failure leaves the image refusing edits.
 	img.dirty.outsideFrom = old.blocksCount
-	img.dirty.data = true // the new area's writes share the first barrier
+	img.dirty.resized = true
+	img.dirty.data = true // the writes above share the first barrier
 	err = img.commit()
-	img.dirty.outsideFrom = 0
+	img.dirty.outsideFrom, img.dirty.resized = 0, false
 	if err != nil {
 		img.undo.partial = fmt.Errorf("%w: resize: %w", ErrPartialEdit, err)
-		return err
-	}
-	// 4. Backups.
-	if err := img.writeBackups(); err != nil {
-		img.undo.partial = fmt.Errorf("%w: resize (backup superblocks): %w", ErrPartialEdit, err)
 		return err
 	}
 	img.resetState()
@@ -295,7 +303,7 @@ func (img *Image) moveOldGroupMetadata(old *geometry) error {
 // copies: after the table in each group holding a superblock copy (the
 // blocks before s_first_meta_bg with meta_bg), and each meta_bg
 // descriptor block's two copies in the second and last group of its meta
-// group. Then it flushes.
+// group. The caller flushes.
 func (img *Image) writeBackups() error {
 	w := newRunWriter(img)
 	classic := img.gdtBlocks
@@ -351,10 +359,7 @@ func (img *Image) writeBackups() error {
 			}
 		}
 	}
-	if err := w.flush(); err != nil {
-		return err
-	}
-	return img.dev.Sync()
+	return w.flush()
 }
 
 // runWriter gathers block writes and issues them in block order, adjacent

@@ -2,12 +2,19 @@
 // without e2fsprogs:
 //
 //	ext4edit [-w] [-f SCRIPT|-] [-R REQUEST] IMAGE
+//	ext4edit -resize SIZE|+SIZE|min IMAGE
 //
 // -R runs one request, -f runs a script ("-" or no -f/-R: standard input).
 // Changes are committed when the requests are done. The exit status is 1
 // when any request failed (each failure is reported on standard error with
 // its line number), 2 for a usage error or an image that cannot be opened.
 // See package github.com/banger/ext4kit/ext4edit/script for the requests.
+//
+// -resize grows (or shrinks) the filesystem and the image file to SIZE:
+// bytes or a number with a binary K, M, G or T suffix, +SIZE to grow by
+// that much, or min for the smallest size that holds the content. It
+// prints the old and the new size; exit 0 done, 1 failed (the image
+// unchanged), 2 usage.
 package main
 
 import (
@@ -31,9 +38,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	writable := fl.Bool("w", false, "open the image read-write")
 	scriptPath := fl.String("f", "", "run the requests in `SCRIPT` (- for standard input)")
 	request := fl.String("R", "", "run the single `REQUEST`")
+	resize := fl.String("resize", "", "resize the filesystem and the image file to `SIZE` (bytes, K/M/G/T suffix, +SIZE to grow by, or min)")
 	demo := fl.String("demo", "", "write the embedded demo rootfs and guest-agent assets to `DIR`, inject them, show the result")
 	fl.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ext4edit [-w] [-f SCRIPT|-] [-R REQUEST] IMAGE")
+		fmt.Fprintln(stderr, "       ext4edit -resize SIZE|+SIZE|min IMAGE")
 		fmt.Fprintln(stderr, "       ext4edit -demo DIR")
 		fl.PrintDefaults()
 	}
@@ -46,6 +55,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return runDemo(*demo, stdout, stderr)
+	}
+	if *resize != "" {
+		if fl.NArg() != 1 || *scriptPath != "" || *request != "" || *writable {
+			fl.Usage()
+			return 2
+		}
+		return runResize(*resize, fl.Arg(0), stdout, stderr)
 	}
 	if fl.NArg() != 1 || (*scriptPath != "" && *request != "") {
 		fl.Usage()

@@ -1,0 +1,131 @@
+package main
+
+// BenchmarkResize: `ext4edit -resize` against `resize2fs -f`, the same
+// grow of the same image, alternately in every iteration (each on a fresh
+// sparse copy, untimed) so both see the same disk weather. The image is
+// rootfs-like and holds over 500 MB: mkfs.ext4 -d of a generated tree of
+// a few thousand files, most small, some large. Reports the medians of
+// wall time (fork to exit, fsyncs included) and their ratio.
+//
+//	go test ./cmd/ext4edit -run '^$' -bench Resize -benchtime 5x
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/banger/ext4kit/internal/testimg"
+)
+
+func BenchmarkResize(b *testing.B) {
+	resize2fs := testimg.LookTool("resize2fs")
+	mkfs := testimg.LookTool("mkfs.ext4")
+	if mkfs == "" || resize2fs == "" {
+		b.Skip("mkfs.ext4 and resize2fs not found: BenchmarkResize needs e2fsprogs for its image and its baseline")
+	}
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "ext4edit")
+	if runtime.GOOS == "windows" {
+		bin += ".exe"
+	}
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("go build: %v\n%s", err, out)
+	}
+	pristine := filepath.Join(dir, "rootfs.ext4")
+	content := benchRootfsTree(b, filepath.Join(dir, "tree"))
+	if out, err := exec.Command(mkfs, "-q", "-F", "-d", filepath.Join(dir, "tree"), pristine, "768M").CombinedOutput(); err != nil {
+		b.Fatalf("mkfs.ext4 -d: %v\n%s", err, out)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "tree")); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("rootfs-like image: 768 MiB holding %d MB in files", content/1e6)
+	work := filepath.Join(dir, "work.ext4")
+	e2fsck := testimg.LookTool("e2fsck")
+	for _, c := range []struct {
+		name string
+		size int64
+	}{{"grow-16GiB", 16 << 30}, {"grow-2TiB", 2 << 40}} {
+		b.Run(c.name, func(b *testing.B) {
+			var ours, theirs []time.Duration
+			for i := 0; i < b.N; i++ {
+				for _, tool := range []string{"ext4edit", "resize2fs"} {
+					b.StopTimer()
+					if err := testimg.SparseCopySynced(pristine, work); err != nil {
+						b.Fatal(err)
+					}
+					b.StartTimer()
+					start := time.Now()
+					var cmd *exec.Cmd
+					if tool == "ext4edit" {
+						cmd = exec.Command(bin, "-resize", strconv.FormatInt(c.size, 10), work)
+					} else {
+						// resize2fs takes a size in KiB with a K suffix.
+						cmd = exec.Command(resize2fs, "-f", work, strconv.FormatInt(c.size>>10, 10)+"K")
+					}
+					out, err := cmd.CombinedOutput()
+					d := time.Since(start)
+					if err != nil {
+						b.Fatalf("%s: %v\n%s", tool, err, out)
+					}
+					if tool == "ext4edit" {
+						ours = append(ours, d)
+					} else {
+						theirs = append(theirs, d)
+					}
+					if i == 0 && e2fsck != "" {
+						b.StopTimer()
+						if out, err := exec.Command(e2fsck, "-fn", work).CombinedOutput(); err != nil {
+							b.Fatalf("e2fsck -fn after %s: %v\n%s", tool, err, out)
+						}
+						b.StartTimer()
+					}
+				}
+			}
+			mo, mt := benchMedian(ours), benchMedian(theirs)
+			b.ReportMetric(float64(mo.Microseconds())/1000, "ext4edit-ms")
+			b.ReportMetric(float64(mt.Microseconds())/1000, "resize2fs-ms")
+			b.ReportMetric(float64(mo)/float64(mt), "x-resize2fs")
+		})
+	}
+}
+
+func benchMedian(d []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+// benchRootfsTree writes a tree shaped like a distribution's root: many
+// small files in deep directories and some large libraries, about 520 MB
+// in all. It returns the bytes written.
+func benchRootfsTree(b *testing.B, root string) int64 {
+	var total int64
+	buf := make([]byte, 16<<20)
+	for i := range buf {
+		buf[i] = byte(i*131 + i>>9)
+	}
+	for i := 0; i < 4000; i++ {
+		d := filepath.Join(root, "usr", fmt.Sprintf("pkg%03d", i/40), "share")
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		n := 200 + (i*7919)%60000
+		if i%100 == 0 {
+			n = 9<<20 + i*512
+		}
+		if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("f%04d", i)), buf[i%1024:i%1024+n], 0o644); err != nil {
+			b.Fatal(err)
+		}
+		total += int64(n)
+	}
+	return total
+}

@@ -122,22 +122,30 @@ func (img *Image) grow(want uint64) error {
 		img.dirty.gdt[g] = true
 	}
 
-	// 3. The commit. Past this point the old filesystem is gone on disk
-	// once the transaction lands; a failure leaves the image refusing edits.
+	// 3 and 4. The commit, then the backups.
 	img.dirty.outsideFrom = old.blocksCount
 	img.dirty.data = true // the new area's writes share the first barrier
-	err = img.commit()
+	if err := img.commitResize(); err != nil {
+		return err
+	}
+	img.resetState()
+	return nil
+}
+
+// commitResize commits a prepared resize, then writes the backup
+// superblocks and descriptors. Past the commit the old filesystem is gone
+// once the transaction lands: a failure leaves the image refusing edits.
+func (img *Image) commitResize() error {
+	err := img.commit()
 	img.dirty.outsideFrom = 0
 	if err != nil {
 		img.undo.partial = fmt.Errorf("%w: resize: %w", ErrPartialEdit, err)
 		return err
 	}
-	// 4. Backups.
 	if err := img.writeBackups(); err != nil {
 		img.undo.partial = fmt.Errorf("%w: resize (backup superblocks): %w", ErrPartialEdit, err)
 		return err
 	}
-	img.resetState()
 	return nil
 }
 
@@ -259,21 +267,14 @@ func (img *Image) initNewGroups(from uint32, locs []groupMetaLoc) error {
 // freed, blocks that now must are claimed (they must be free).
 func (img *Image) moveOldGroupMetadata(old *geometry) error {
 	for g := uint32(0); g < old.groupCount; g++ {
-		var was, is []uint64
-		old.superAndDescBlocks(g, func(b uint64) { was = append(was, b) })
-		img.superAndDescBlocks(g, func(b uint64) { is = append(is, b) })
-		if slices.Equal(was, is) {
+		gone, added, changed := superAndDescChange(old, &img.geometry, g)
+		if !changed {
 			continue
 		}
-		for _, b := range was {
-			if !slices.Contains(is, b) {
-				img.freeBlocks(b, 1)
-			}
+		for _, b := range gone {
+			img.freeBlocks(b, 1)
 		}
-		for _, b := range is {
-			if slices.Contains(was, b) {
-				continue
-			}
+		for _, b := range added {
 			bm, err := img.blockBitmapW(g)
 			if err != nil {
 				return err
@@ -289,6 +290,29 @@ func (img *Image) moveOldGroupMetadata(old *geometry) error {
 		img.dirty.gdt[g] = true
 	}
 	return nil
+}
+
+// superAndDescChange compares group g's superblock copy and descriptor
+// blocks (superAndDescBlocks) in two geometries: the blocks only old has,
+// those only ng has, and whether they differ at all.
+func superAndDescChange(old, ng *geometry, g uint32) (gone, added []uint64, changed bool) {
+	var was, is []uint64
+	old.superAndDescBlocks(g, func(b uint64) { was = append(was, b) })
+	ng.superAndDescBlocks(g, func(b uint64) { is = append(is, b) })
+	if slices.Equal(was, is) {
+		return nil, nil, false
+	}
+	for _, b := range was {
+		if !slices.Contains(is, b) {
+			gone = append(gone, b)
+		}
+	}
+	for _, b := range is {
+		if !slices.Contains(was, b) {
+			added = append(added, b)
+		}
+	}
+	return gone, added, true
 }
 
 // writeBackups writes every superblock copy, and the descriptor table's

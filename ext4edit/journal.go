@@ -364,6 +364,19 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 	// 4. Checkpoint: every block to its home. The superblock keeps the
 	// recovery flag until the journal is empty.
 	sbBlk, sbOff := img.superblockBlock()
+	if first := img.dirty.checkpointFirst; first != 0 {
+		for _, lb := range blocks {
+			if lb.blk != first {
+				continue
+			}
+			if err := img.writeRaw(lb.blk, lb.data); err != nil {
+				return err
+			}
+			if err := img.dev.Sync(); err != nil {
+				return err
+			}
+		}
+	}
 	for _, lb := range blocks {
 		data := lb.data
 		if lb.blk == sbBlk {

@@ -137,7 +137,7 @@ func (img *Image) grow(want uint64) error {
 // once the transaction lands: a failure leaves the image refusing edits.
 func (img *Image) commitResize() error {
 	err := img.commit()
-	img.dirty.outsideFrom = 0
+	img.dirty.outsideFrom, img.dirty.checkpointFirst = 0, 0
 	if err != nil {
 		img.undo.partial = fmt.Errorf("%w: resize: %w", ErrPartialEdit, err)
 		return err

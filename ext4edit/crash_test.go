@@ -197,6 +197,10 @@ type crScenario struct {
 	name    string
 	prepare func(t *testing.T, dir string, mkfsOpts []string) string
 	edit    func(img *ext4edit.Image) error
+	// sized: the session changes the filesystem's size (a resize), not
+	// its tree; the size joins the tree as the entry "\x00size", so that
+	// old and new differ by it and every recovery must give one of them.
+	sized bool
 }
 
 // crImagepullInject runs the real imagepull.InjectGuestAgents (with the
@@ -387,6 +391,21 @@ func (r *crRunner) session(dst string, mode crMode, crashAt int, seed uint64, ke
 	return dev, errors.Join(eerr, cerr)
 }
 
+// snap is jtSnap, with the filesystem's size for a sized scenario.
+func (r *crRunner) snap(img string) (jtTree, error) {
+	tr, err := jtSnap(img)
+	if err != nil || !r.sc.sized {
+		return tr, err
+	}
+	im, err := ext4edit.Open(img, &ext4edit.Options{ReadOnly: true, NoLock: true})
+	if err != nil {
+		return nil, err
+	}
+	defer im.Close()
+	tr["\x00size"] = jtNode{Size: uint64(im.Size())}
+	return tr, nil
+}
+
 func (r *crRunner) stat(k string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -415,13 +434,20 @@ func (r *crRunner) failf(format string, args ...any) {
 	}
 }
 
-func TestCrashSweep(t *testing.T) {
+// crKernel reports whether the kernel can judge crashed images here (a
+// subtest that skips when it cannot).
+func crKernel(t *testing.T) bool {
 	testimg.Require(t, "mke2fs", "e2fsck", "debugfs", "cp")
 	kernel := false
 	t.Run("kernel-available", func(t *testing.T) {
 		testimg.RequireKernelMount(t)
 		kernel = true
 	})
+	return kernel
+}
+
+func TestCrashSweep(t *testing.T) {
+	kernel := crKernel(t)
 	agent := testimg.AgentBinary(t)
 	defer testimg.CleanupBuilds()
 	total := 0
@@ -446,7 +472,7 @@ func crSweep(t *testing.T, sc crScenario, v crVariant, kernel bool) int {
 	}
 	testimg.RequireClean(t, r.pristine)
 	var err error
-	if r.oldTree, err = jtSnap(r.pristine); err != nil {
+	if r.oldTree, err = r.snap(r.pristine); err != nil {
 		t.Fatalf("snapshot of the pristine image: %v", err)
 	}
 	// The clean run: how many writes and syncs, and the tree it leaves.
@@ -457,7 +483,7 @@ func crSweep(t *testing.T, sc crScenario, v crVariant, kernel bool) int {
 	}
 	r.clean = dev
 	testimg.RequireClean(t, cleanImg)
-	if r.newTree, err = jtSnap(cleanImg); err != nil {
+	if r.newTree, err = r.snap(cleanImg); err != nil {
 		t.Fatalf("snapshot of the clean run: %v", err)
 	}
 	if jtDiff(r.oldTree, r.newTree, 1) == "" {
@@ -670,7 +696,7 @@ func (r *crRunner) verifyJournaled(crashed, at string, kernel bool) string {
 	if digest {
 		before = jtDigest(crashed)
 	}
-	roTree, err := jtSnap(crashed)
+	roTree, err := r.snap(crashed)
 	if err != nil {
 		r.failf("%s/%s %s: read-only open of the crashed image: %v", r.v.name, r.sc.name, at, err)
 	} else {
@@ -691,7 +717,7 @@ func (r *crRunner) verifyJournaled(crashed, at string, kernel bool) string {
 	} else if err := img.Close(); err != nil {
 		r.failf("%s/%s %s: close after our replay: %v", r.v.name, r.sc.name, at, err)
 	} else if r.fsckClean("our replay", at, c1) {
-		if tr, err := jtSnap(c1); err != nil {
+		if tr, err := r.snap(c1); err != nil {
 			r.failf("%s/%s %s: snapshot after our replay: %v", r.v.name, r.sc.name, at, err)
 		} else {
 			outcomes = append(outcomes, "ours:"+r.treeVerdict("our replay", at, tr))
@@ -709,7 +735,7 @@ func (r *crRunner) verifyJournaled(crashed, at string, kernel bool) string {
 	} else if fx := jtFixes(out); len(fx) > 0 {
 		r.failf("%s/%s %s: e2fsck -fy repaired more than the journal:\n%s", r.v.name, r.sc.name, at, strings.Join(fx, "\n"))
 	} else if r.fsckClean("e2fsck -fy", at, c2) {
-		if tr, err := jtSnap(c2); err != nil {
+		if tr, err := r.snap(c2); err != nil {
 			r.failf("%s/%s %s: snapshot after e2fsck -fy: %v", r.v.name, r.sc.name, at, err)
 		} else {
 			outcomes = append(outcomes, "e2fsck:"+r.treeVerdict("e2fsck -fy", at, tr))
@@ -729,7 +755,7 @@ func (r *crRunner) verifyJournaled(crashed, at string, kernel bool) string {
 		if !ok {
 			r.failf("%s/%s %s: the kernel could not mount the crashed image", r.v.name, r.sc.name, at)
 		} else if r.fsckClean("a kernel mount", at, c3) {
-			if tr, err := jtSnap(c3); err != nil {
+			if tr, err := r.snap(c3); err != nil {
 				r.failf("%s/%s %s: snapshot after the kernel: %v", r.v.name, r.sc.name, at, err)
 			} else {
 				outcomes = append(outcomes, "kernel:"+r.treeVerdict("a kernel mount", at, tr))
@@ -776,7 +802,7 @@ func (r *crRunner) verifyNoJournal(crashed, at string) string {
 	if !r.fsckClean("e2fsck -fy", at, c2) {
 		return "unrecovered"
 	}
-	tr, err := jtSnap(c2)
+	tr, err := r.snap(c2)
 	if err != nil {
 		r.failf("%s/%s %s: snapshot after e2fsck -fy: %v", r.v.name, r.sc.name, at, err)
 		return "unrecovered"
@@ -1126,4 +1152,60 @@ func TestCrashNoJournalOrder(t *testing.T) {
 			t.Logf("%s: %d crash points (%d writes, syncs after writes %v)", sc.name, len(points), len(clean.writes), clean.syncAt)
 		})
 	}
+}
+
+// crShrink shrinks a populated image to half its size: files, a
+// directory's blocks and inodes of the removed groups move (renumbered,
+// with the entries naming them), and the journal with them where it lies
+// past the new end.
+func crShrink() crScenario {
+	return crScenario{
+		name:  "shrink",
+		sized: true,
+		prepare: func(t *testing.T, dir string, opts []string) string {
+			// Few inodes per group: a filler, removed at the end, pushes
+			// the content's inodes (and with them its data) into the
+			// groups the shrink removes.
+			img := testimg.Mkfs(t, dir, "pristine.img", "64M", append([]string{"-N", "512"}, opts...)...)
+			im, err := ext4edit.Open(img, &ext4edit.Options{Now: crNow})
+			if err != nil {
+				t.Fatal(err)
+			}
+			steps := []func() error{func() error { return im.Mkdir("/filler", 0o755) }}
+			for i := 0; i < 300; i++ {
+				steps = append(steps, func() error { return im.WriteFile(fmt.Sprintf("/filler/%d", i), nil, 0o644) })
+			}
+			steps = append(steps, im.Sync, func() error { return im.MkdirAll("/data/dir", 0o755) })
+			for i := 0; i < 20; i++ {
+				steps = append(steps, func() error {
+					return im.WriteFile(fmt.Sprintf("/data/dir/file-%02d", i), jtPattern(i*1500, byte(i)), 0o644)
+				})
+			}
+			steps = append(steps,
+				func() error { return im.WriteFile("/data/big", jtPattern(1<<20, 7), 0o600) },
+				func() error { return im.SetXattr("/data/big", "user.big", jtPattern(600, 8)) },
+				func() error { return im.Link("/data/big", "/data/dir/big-link") },
+				func() error { return im.RemoveAll("/filler") },
+				im.Close)
+			for _, s := range steps {
+				if err := s(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return img
+		},
+		edit: func(img *ext4edit.Image) error { return img.Resize(img.Size() / 2) },
+	}
+}
+
+func TestCrashSweepShrink(t *testing.T) {
+	kernel := crKernel(t)
+	total := 0
+	start := time.Now()
+	for _, v := range crVariants() {
+		t.Run(v.name+"/shrink", func(t *testing.T) {
+			total += crSweep(t, crShrink(), v, kernel)
+		})
+	}
+	t.Logf("shrink crash sweep: %d crash points tried in %v", total, time.Since(start).Round(time.Second))
 }

@@ -210,6 +210,21 @@ func TestResizeShrinkMatrix(t *testing.T) {
 			t.Logf("min: %d blocks (resize2fs -P: %d, ratio %.2f) found in %v, shrunk in %v",
 				minSize/bs, r2, float64(minSize/bs)/float64(max(r2, 1)), tMin.Round(time.Millisecond), (time.Since(start) - tMin).Round(time.Millisecond))
 			check(minImg, minSize)
+			t.Run("kernel", func(t *testing.T) {
+				// The kernel mounts the shrunk image and fills it further (grown: the shrink left few free inodes).
+				testimg.RequireKernelMount(t)
+				cp := filepath.Join(t.TempDir(), "k.img")
+				testimg.CopySparse(t, minImg, cp)
+				require.NoError(t, os.Truncate(cp, minSize+256<<20))
+				_, _, err := ext4edit.Resize(cp, minSize+256<<20, nil)
+				require.NoError(t, err)
+				mnt, unmount := testimg.Mount(t, cp, false)
+				for i := 0; i < 1000; i++ {
+					require.NoError(t, os.WriteFile(filepath.Join(mnt, fmt.Sprintf("k%04d", i)), jtPattern(i*37, byte(i)), 0o644))
+				}
+				unmount()
+				testimg.RequireClean(t, cp)
+			})
 
 			// Below the content: refused, the image byte-identical.
 			bad := filepath.Join(dir, v.name+"-bad.img")

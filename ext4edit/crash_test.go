@@ -427,13 +427,20 @@ func (r *crRunner) failf(format string, args ...any) {
 	}
 }
 
-func TestCrashSweep(t *testing.T) {
+// crKernel reports whether the kernel can judge crashed images here (a
+// subtest that skips when it cannot).
+func crKernel(t *testing.T) bool {
 	testimg.Require(t, "mke2fs", "e2fsck", "debugfs", "cp")
 	kernel := false
 	t.Run("kernel-available", func(t *testing.T) {
 		testimg.RequireKernelMount(t)
 		kernel = true
 	})
+	return kernel
+}
+
+func TestCrashSweep(t *testing.T) {
+	kernel := crKernel(t)
 	agent := testimg.AgentBinary(t)
 	defer testimg.CleanupBuilds()
 	total := 0
@@ -1138,4 +1145,59 @@ func TestCrashNoJournalOrder(t *testing.T) {
 			t.Logf("%s: %d crash points (%d writes, syncs after writes %v)", sc.name, len(points), len(clean.writes), clean.syncAt)
 		})
 	}
+}
+
+// crShrink shrinks a populated image to half its size: files, a
+// directory's blocks and inodes of the removed groups move (renumbered,
+// with the entries naming them), and the journal with them where it lies
+// past the new end.
+func crShrink() crScenario {
+	return crScenario{
+		name: "shrink",
+		prepare: func(t *testing.T, dir string, opts []string) string {
+			// Few inodes per group: a filler, removed at the end, pushes
+			// the content's inodes (and with them its data) into the
+			// groups the shrink removes.
+			img := testimg.Mkfs(t, dir, "pristine.img", "64M", append([]string{"-N", "512"}, opts...)...)
+			im, err := ext4edit.Open(img, &ext4edit.Options{Now: crNow})
+			if err != nil {
+				t.Fatal(err)
+			}
+			steps := []func() error{func() error { return im.Mkdir("/filler", 0o755) }}
+			for i := 0; i < 300; i++ {
+				steps = append(steps, func() error { return im.WriteFile(fmt.Sprintf("/filler/%d", i), nil, 0o644) })
+			}
+			steps = append(steps, im.Sync, func() error { return im.MkdirAll("/data/dir", 0o755) })
+			for i := 0; i < 20; i++ {
+				steps = append(steps, func() error {
+					return im.WriteFile(fmt.Sprintf("/data/dir/file-%02d", i), jtPattern(i*1500, byte(i)), 0o644)
+				})
+			}
+			steps = append(steps,
+				func() error { return im.WriteFile("/data/big", jtPattern(1<<20, 7), 0o600) },
+				func() error { return im.SetXattr("/data/big", "user.big", jtPattern(600, 8)) },
+				func() error { return im.Link("/data/big", "/data/dir/big-link") },
+				func() error { return im.RemoveAll("/filler") },
+				im.Close)
+			for _, s := range steps {
+				if err := s(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return img
+		},
+		edit: func(img *ext4edit.Image) error { return img.Resize(img.Size() / 2) },
+	}
+}
+
+func TestCrashSweepShrink(t *testing.T) {
+	kernel := crKernel(t)
+	total := 0
+	start := time.Now()
+	for _, v := range crVariants() {
+		t.Run(v.name+"/shrink", func(t *testing.T) {
+			total += crSweep(t, crShrink(), v, kernel)
+		})
+	}
+	t.Logf("shrink crash sweep: %d crash points tried in %v", total, time.Since(start).Round(time.Second))
 }

@@ -88,7 +88,11 @@
 // commit whose superblock goes home last, so that until the journal is
 // empty every reader judges the descriptors on disk by a superblock that
 // matches them. A crash leaves the old filesystem or the new one.
-// Shrinking is refused with [ErrUnsupportedFeature] for now.
+// Shrinking moves file data, tree, directory and xattr blocks, the
+// journal and the inodes of the removed groups (renumbered, with every
+// entry naming them) into the part that stays, copying data into blocks
+// the old filesystem does not use before one commit switches the
+// pointers; [Image.MinSize] is the smallest size that holds the content.
 //
 // # Read-only opens and journal replay
 //

@@ -10,6 +10,14 @@ type fileExtent struct {
 	uninit bool // unwritten: reads as zeros
 }
 
+// eeLen is e's ee_len: unwritten extents count from EXT_INIT_MAX_LEN up.
+func (e fileExtent) eeLen() uint16 {
+	if e.uninit {
+		return uint16(e.len + maxInitLen)
+	}
+	return uint16(e.len)
+}
+
 func (img *Image) extentBlockMax() int { return (int(img.bs) - ehSize) / entrySize }
 
 // extentWhere names an extent tree node in messages, formatted only when
@@ -199,13 +207,18 @@ func (img *Image) extentTreeBlocks(n uint64) uint64 {
 	return total
 }
 
-// splitExtents cuts runs into extents no longer than EXT_INIT_MAX_LEN.
+// splitExtents cuts runs into extents no longer than EXT_INIT_MAX_LEN
+// (EXT_UNINIT_MAX_LEN, one less, for unwritten ones).
 func splitExtents(runs []fileExtent) []fileExtent {
 	var out []fileExtent
 	for _, r := range runs {
+		limit := uint64(maxInitLen)
+		if r.uninit {
+			limit--
+		}
 		for r.len > 0 {
-			n := min(r.len, maxInitLen)
-			out = append(out, fileExtent{lblk: r.lblk, pblk: r.pblk, len: n})
+			n := min(r.len, limit)
+			out = append(out, fileExtent{lblk: r.lblk, pblk: r.pblk, len: n, uninit: r.uninit})
 			r.lblk += n
 			r.pblk += n
 			r.len -= n
@@ -225,7 +238,7 @@ func (img *Image) extentBuild(in *inode, exts []fileExtent, goal uint64) error {
 	in.setFlags(in.flags() | flagExtents)
 	if len(exts) <= rootEntries {
 		for i, e := range exts {
-			setExtent(root[ehSize+i*entrySize:], uint32(e.lblk), uint16(e.len), e.pblk)
+			setExtent(root[ehSize+i*entrySize:], uint32(e.lblk), e.eeLen(), e.pblk)
 		}
 		put16(root, ehEntries, uint16(len(exts)))
 		return nil
@@ -258,7 +271,7 @@ func (img *Image) extentBuild(in *inode, exts []fileExtent, goal uint64) error {
 		put16(b, ehEntries, uint16(len(chunk)))
 		put16(b, ehMax, uint16(per))
 		for j, e := range chunk {
-			setExtent(b[ehSize+j*entrySize:], uint32(e.lblk), uint16(e.len), e.pblk)
+			setExtent(b[ehSize+j*entrySize:], uint32(e.lblk), e.eeLen(), e.pblk)
 		}
 		img.setExtentCsum(in, b)
 		level = append(level, child{chunk[0].lblk, blk})

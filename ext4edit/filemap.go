@@ -147,11 +147,17 @@ func (img *Image) maxFileSize(extents bool) uint64 {
 // mapNew maps exts into in, which maps nothing yet, and charges the data
 // blocks and tree blocks to i_blocks.
 func (img *Image) mapNew(in *inode, exts []fileExtent, goal uint64) error {
+	return img.mapNewAs(in, exts, goal, img.newFileUsesExtents())
+}
+
+// mapNewAs is mapNew with the mapping chosen: an extent tree, or a block
+// map (a shrink rebuilds an ext3 file's map as the block map it was).
+func (img *Image) mapNewAs(in *inode, exts []fileExtent, goal uint64, extents bool) error {
 	var data uint64
 	for _, e := range exts {
 		data += e.len
 	}
-	if img.newFileUsesExtents() {
+	if extents {
 		if err := img.extentBuild(in, exts, goal); err != nil {
 			return err
 		}

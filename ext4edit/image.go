@@ -70,6 +70,10 @@ type dirtySet struct {
 	// unflushed: a scratch commit (Options.Scratch) wrote without a
 	// barrier; Close flushes.
 	unflushed bool
+	// checkpointFirst, while a shrink that moves the journal commits, is
+	// the block holding the journal inode: the checkpoint writes it home
+	// before the other logged blocks, behind a barrier (resize_shrink.go).
+	checkpointFirst uint64
 }
 
 // pendingFrees holds what this session released. Blocks return to the

@@ -374,6 +374,19 @@ func (img *Image) journalOne(j *journal, blocks []loggedBlock) error {
 	// open) judge the descriptors on disk by the superblock on disk, and
 	// a new superblock over a half-written table would fail them.
 	sbBlk, sbOff := img.superblockBlock()
+	if first := img.dirty.checkpointFirst; first != 0 {
+		for _, lb := range blocks {
+			if lb.blk != first {
+				continue
+			}
+			if err := img.writeRaw(lb.blk, lb.data); err != nil {
+				return err
+			}
+			if err := img.dev.Sync(); err != nil {
+				return err
+			}
+		}
+	}
 	var sbLast *loggedBlock
 	homew := newRunWriter(img)
 	for _, lb := range blocks {

@@ -55,6 +55,7 @@ const (
 
 // Reserved inode numbers.
 const (
-	rootIno    = 2
-	journalIno = 8
+	badBlocksIno = 1 // EXT2_BAD_INO: owns the bad blocks list
+	rootIno      = 2
+	journalIno   = 8
 )

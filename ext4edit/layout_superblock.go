@@ -59,10 +59,12 @@ const (
 	sbChecksumType      = 0x175 // __u8 s_checksum_type (1 = crc32c)
 	sbOverheadClusters  = 0x248 // __le32 s_overhead_clusters (0: the kernel computes it)
 	sbBackupBgs         = 0x24C // __le32 s_backup_bgs[2] (sparse_super2)
+	sbLpfIno            = 0x268 // __le32 s_lpf_ino: lost+found's inode, when recorded
 	sbChecksumSeed      = 0x270 // __le32 s_checksum_seed (csum_seed feature)
 	sbWtimeHi           = 0x274 // __u8 s_wtime_hi
 	sbMkfsTimeHi        = 0x276 // __u8 s_mkfs_time_hi
 	sbLastcheckHi       = 0x277 // __u8 s_lastcheck_hi
+	sbOrphanFileInum    = 0x280 // __le32 s_orphan_file_inum (orphan_file)
 	sbChecksum          = 0x3FC // __le32 s_checksum
 )
 

@@ -566,14 +566,19 @@ func (img *Image) mkJournal(n uint32, uuid [16]byte) error {
 		return err
 	}
 	put32(img.sb.b, sbJournalInum, journalIno)
-	// s_jnl_blocks: a backup of i_block and the size, for e2fsck.
-	for i := 0; i < 15; i++ {
-		put32(img.sb.b, sbJnlBlocks+4*i, le32(in.iblock(), 4*i))
-	}
-	put32(img.sb.b, sbJnlBlocks+4*15, uint32(in.size()>>32))
-	put32(img.sb.b, sbJnlBlocks+4*16, uint32(in.size()))
-	img.sb.b[sbJnlBackupType] = 1 // EXT3_JNL_BACKUP_BLOCKS
+	setJournalBackup(img.sb, in)
 	return nil
+}
+
+// setJournalBackup stores s_jnl_blocks, the backup of the journal inode's
+// i_block and size that e2fsck falls back on.
+func setJournalBackup(sb superblock, in *inode) {
+	for i := 0; i < 15; i++ {
+		put32(sb.b, sbJnlBlocks+4*i, le32(in.iblock(), 4*i))
+	}
+	put32(sb.b, sbJnlBlocks+4*15, uint32(in.size()>>32))
+	put32(sb.b, sbJnlBlocks+4*16, uint32(in.size()))
+	sb.b[sbJnlBackupType] = 1 // EXT3_JNL_BACKUP_BLOCKS
 }
 
 // setSbTime stores t in a superblock time field (lo at off, hi byte at

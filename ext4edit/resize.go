@@ -30,8 +30,8 @@ func (img *Image) Size() int64 {
 	return img.bytes()
 }
 
-// Resize grows the filesystem to size bytes, rounded down to whole
-// blocks, and extends the image file to match.
+// Resize grows or shrinks the filesystem to size bytes, rounded down to
+// whole blocks, and extends or cuts the image file to match.
 //
 // Growing fills the last group and adds groups, as resize2fs does: the
 // descriptor table grows into the blocks resize_inode reserved for it,
@@ -43,9 +43,22 @@ func (img *Image) Size() int64 {
 // own metadata and 50 blocks is left out, so the new size may be a little
 // below size. A filesystem without 64bit stops at 2^32 - 1 blocks.
 //
+// Shrinking moves what lives past the new end into free space before it,
+// as resize2fs does: file, directory and symlink data, extent and
+// indirect blocks, attribute blocks, the journal; inodes of removed
+// groups get free numbers in the kept ones, with every directory entry
+// naming them rewritten. Content that does not fit, or a change too
+// large for one journal transaction, is refused with ErrNoSpace;
+// [Image.MinSize] is the smallest size that fits. Moving a
+// kept group's bitmaps or inode table (which flex_bg may place after it)
+// is not implemented: such a size is refused with ErrUnsupportedFeature.
+//
 // The change is one journal transaction where the filesystem has a
-// journal (the blocks past the old end are written and made durable
-// before it): a crash leaves the old filesystem or the new one. Pending
+// journal (the blocks past the old end, or a shrink's moved data, are
+// written and made durable before it, in blocks the old filesystem does
+// not use): a crash leaves the old filesystem or the new one. Without a
+// journal the metadata goes in the editor's ordered way, which for a
+// shrink is not atomic: a crash midway needs e2fsck -fy. Pending
 // edits are committed first; Files open for writing must be closed.
 // Every check happens before the first write: a refused resize leaves
 // the image as it was. The filesystem must start at the file's first
@@ -81,21 +94,21 @@ func (img *Image) resize(size int64) error {
 			return unsupportedf("growing to %d blocks: without the 64bit feature a filesystem ends at 2^32 - 1 blocks (%d bytes)", want, uint64(max32)*uint64(img.bs))
 		}
 	}
-	if want < img.blocksCount {
-		return unsupportedf("shrinking (from %d to %d blocks)", img.blocksCount, want)
-	}
 	if want == img.blocksCount {
 		return nil
 	}
 	if err := img.commit(); err != nil {
 		return err
 	}
+	if want < img.blocksCount {
+		return img.shrink(want, false)
+	}
 	return img.grow(want)
 }
 
 // resizedSuperblock is the superblock of this filesystem at blocks blocks
-// (grown), and its geometry: counts, the descriptor table's reservation,
-// meta_bg, sparse_super2's backup groups. Like resize2fs's
+// (grown or shrunk), and its geometry: counts, the descriptor table's
+// reservation, meta_bg, sparse_super2's backup groups. Like resize2fs's
 // adjust_fs_info, a last group that cannot hold its own metadata plus 50
 // blocks is dropped, and so are groups whose inodes would not fit 32 bits.
 func (img *Image) resizedSuperblock(blocks uint64) (superblock, geometry, error) {
@@ -122,6 +135,19 @@ func (img *Image) resizedSuperblock(blocks uint64) (superblock, geometry, error)
 		}
 		put32(sb.b, sbOverheadClusters, 0)
 		descBlocks := gdtBlocksFor(uint32(groups), old.descSize, old.bs)
+		if descBlocks < old.gdtBlocks && old.compat.has(compatResizeInode) {
+			// Shrinking, like resize2fs's adjust_reserved_gdt_blocks:
+			// the table's freed blocks join the reservation, which stays
+			// within one indirect block of the resize inode.
+			put16(sb.b, sbReservedGdtBlocks, uint16(min(old.gdtBlocks+old.reservedGdt-descBlocks, old.bs/4)))
+		}
+		if old.incompat.has(incompatMetaBG) && le32(sb.b, sbFirstMetaBg) > descBlocks {
+			// Every descriptor block left is a classic one: e2fsck
+			// refuses s_first_meta_bg past the table, so meta_bg goes,
+			// as resize2fs's adjust_fs_info turns it off.
+			put32(sb.b, sbFirstMetaBg, 0)
+			sb.setIncompat(sb.incompat() &^ incompatMetaBG)
+		}
 		if !old.incompat.has(incompatMetaBG) && descBlocks > old.gdtBlocks {
 			if descBlocks <= old.gdtBlocks+old.reservedGdt {
 				put16(sb.b, sbReservedGdtBlocks, uint16(old.gdtBlocks+old.reservedGdt-descBlocks))
@@ -139,11 +165,23 @@ func (img *Image) resizedSuperblock(blocks uint64) (superblock, geometry, error)
 		if sb.hasCompat(compatSparseSuper2) {
 			// resize2fs: the second backup follows the last group.
 			last := uint32(groups - 1)
-			if old.groupCount == 1 {
-				put32(sb.b, sbBackupBgs, 1)
-			}
-			if (old.groupCount < 3 && groups > 2) || le32(sb.b, sbBackupBgs+4) != 0 {
-				put32(sb.b, sbBackupBgs+4, last)
+			switch {
+			case uint64(old.groupCount) < groups:
+				if old.groupCount == 1 {
+					put32(sb.b, sbBackupBgs, 1)
+				}
+				if (old.groupCount < 3 && groups > 2) || le32(sb.b, sbBackupBgs+4) != 0 {
+					put32(sb.b, sbBackupBgs+4, last)
+				}
+			case uint64(old.groupCount) > groups:
+				for i := 0; i < 2; i++ {
+					if le32(sb.b, sbBackupBgs+4*i) > last {
+						put32(sb.b, sbBackupBgs+4*i, 0)
+					}
+				}
+				if last > 1 && old.backupBgs[1] == old.groupCount-1 {
+					put32(sb.b, sbBackupBgs+4, last)
+				}
 			}
 		}
 		geo, err := newGeometry(sb)

@@ -134,19 +134,38 @@ func (img *Image) grow(want uint64) error {
 	if err := img.writeBackups(); err != nil {
 		return undo(err)
 	}
-	// 4. The commit. Past this point the old filesystem is gone on disk
-	// once the transaction lands; a failure leaves the image refusing edits.
+	// 4. The commit.
 	img.dirty.outsideFrom = old.blocksCount
-	img.dirty.resized = true
 	img.dirty.data = true // the writes above share the first barrier
-	err = img.commit()
-	img.dirty.outsideFrom, img.dirty.resized = 0, false
-	if err != nil {
-		img.undo.partial = fmt.Errorf("%w: resize: %w", ErrPartialEdit, err)
+	if err := img.commitResize(false); err != nil {
 		return err
 	}
 	img.resetState()
 	return nil
+}
+
+// commitResize commits a prepared resize (its superblock goes home last:
+// journalOne) and, with backupsAfter, then writes the backup superblocks
+// and descriptors (a shrink: their blocks may hold data the old
+// filesystem still uses until the commit). Past the commit the old
+// filesystem is gone once the transaction lands: a failure leaves the
+// image refusing edits.
+func (img *Image) commitResize(backupsAfter bool) error {
+	img.dirty.resized = true
+	err := img.commit()
+	img.dirty.outsideFrom, img.dirty.checkpointFirst, img.dirty.resized = 0, 0, false
+	if err != nil {
+		img.undo.partial = fmt.Errorf("%w: resize: %w", ErrPartialEdit, err)
+		return err
+	}
+	if !backupsAfter {
+		return nil
+	}
+	if err := img.writeBackups(); err != nil {
+		img.undo.partial = fmt.Errorf("%w: resize (backup superblocks): %w", ErrPartialEdit, err)
+		return err
+	}
+	return img.dev.Sync()
 }
 
 // checkGrowFits refuses, before anything is written, a grow whose commit
@@ -267,21 +286,14 @@ func (img *Image) initNewGroups(from uint32, locs []groupMetaLoc) error {
 // freed, blocks that now must are claimed (they must be free).
 func (img *Image) moveOldGroupMetadata(old *geometry) error {
 	for g := uint32(0); g < old.groupCount; g++ {
-		var was, is []uint64
-		old.superAndDescBlocks(g, func(b uint64) { was = append(was, b) })
-		img.superAndDescBlocks(g, func(b uint64) { is = append(is, b) })
-		if slices.Equal(was, is) {
+		gone, added, changed := superAndDescChange(old, &img.geometry, g)
+		if !changed {
 			continue
 		}
-		for _, b := range was {
-			if !slices.Contains(is, b) {
-				img.freeBlocks(b, 1)
-			}
+		for _, b := range gone {
+			img.freeBlocks(b, 1)
 		}
-		for _, b := range is {
-			if slices.Contains(was, b) {
-				continue
-			}
+		for _, b := range added {
 			bm, err := img.blockBitmapW(g)
 			if err != nil {
 				return err
@@ -297,6 +309,29 @@ func (img *Image) moveOldGroupMetadata(old *geometry) error {
 		img.dirty.gdt[g] = true
 	}
 	return nil
+}
+
+// superAndDescChange compares group g's superblock copy and descriptor
+// blocks (superAndDescBlocks) in two geometries: the blocks only old has,
+// those only ng has, and whether they differ at all.
+func superAndDescChange(old, ng *geometry, g uint32) (gone, added []uint64, changed bool) {
+	var was, is []uint64
+	old.superAndDescBlocks(g, func(b uint64) { was = append(was, b) })
+	ng.superAndDescBlocks(g, func(b uint64) { is = append(is, b) })
+	if slices.Equal(was, is) {
+		return nil, nil, false
+	}
+	for _, b := range was {
+		if !slices.Contains(is, b) {
+			gone = append(gone, b)
+		}
+	}
+	for _, b := range is {
+		if !slices.Contains(was, b) {
+			added = append(added, b)
+		}
+	}
+	return gone, added, true
 }
 
 // writeBackups writes every superblock copy, and the descriptor table's

@@ -79,9 +79,11 @@ func runResize(arg, path string, stdout, stderr io.Writer) int {
 	size := t.bytes
 	switch {
 	case t.min:
-		_ = img.Discard()
-		fmt.Fprintln(stderr, "ext4edit: -resize min: shrinking is not implemented yet; this version grows only")
-		return 1
+		if size, err = img.MinSize(); err != nil {
+			_ = img.Discard()
+			fmt.Fprintln(stderr, "ext4edit:", err)
+			return 1
+		}
 	case t.relative:
 		if size > math.MaxInt64-oldSize {
 			_ = img.Discard()

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io/fs"
+	"math/bits"
 	"os"
 	"time"
 
@@ -32,9 +33,15 @@ type MkfsOptions struct {
 	Seed []byte
 	// Time stamps the superblock and the first inodes; zero means the Unix
 	// epoch plus one second (reproducible, and never "unset").
-	Time            time.Time
-	NoJournal       bool
-	JournalBlocks   uint32 // default: mke2fs's ext2fs_default_journal_size
+	Time          time.Time
+	NoJournal     bool
+	JournalBlocks uint32 // default: mke2fs's ext2fs_default_journal_size
+	// GroupsPerFlex is how many groups share one flex group's packed
+	// bitmaps and inode tables (mke2fs -G): a power of two, 0 meaning
+	// mke2fs's 16. 1 keeps every group's metadata in the group itself,
+	// so that cutting the filesystem down frees its removed groups'
+	// metadata whole (an image built to be shrunk to its content).
+	GroupsPerFlex   uint32
 	ReservedPercent uint32 // root-reserved blocks, default 5; 100 means 0%
 	// Open carries the options of the returned Image (UID, GID, Now ...).
 	Open Options
@@ -144,6 +151,12 @@ type mkfsShape struct {
 
 func (o *MkfsOptions) shape(size int64) (*mkfsShape, error) {
 	g := &mkfsShape{bs: o.BlockSize, inodeSize: o.InodeSize, flex: 16}
+	if o.GroupsPerFlex != 0 {
+		if o.GroupsPerFlex&(o.GroupsPerFlex-1) != 0 || o.GroupsPerFlex > 1<<30 {
+			return nil, fmt.Errorf("%w: %d groups per flex group (a power of two)", fs.ErrInvalid, o.GroupsPerFlex)
+		}
+		g.flex = o.GroupsPerFlex
+	}
 	if g.bs == 0 {
 		g.bs = 4096
 	}
@@ -328,7 +341,7 @@ func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 	put16(sb.b, sbMinExtraIsize, extraIsizeDefault)
 	put16(sb.b, sbWantExtraIsize, extraIsizeDefault)
 	put32(sb.b, sbFlags, sbFlagSignedHash) // what mke2fs sets on x86
-	sb.b[sbLogGroupsPerFlex] = 4
+	sb.b[sbLogGroupsPerFlex] = byte(bits.TrailingZeros32(g.flex))
 	sb.b[sbChecksumType] = 1
 	if g.inodeSize < 256 {
 		put16(sb.b, sbMinExtraIsize, 0)

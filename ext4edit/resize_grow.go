@@ -165,6 +165,10 @@ func (img *Image) commitResize(backupsAfter bool) error {
 		img.undo.partial = fmt.Errorf("%w: resize (backup superblocks): %w", ErrPartialEdit, err)
 		return err
 	}
+	if img.opts.Scratch {
+		img.dirty.unflushed = true // Close flushes once
+		return nil
+	}
 	return img.dev.Sync()
 }
 

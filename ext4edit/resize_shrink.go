@@ -281,6 +281,9 @@ func (s *shrinker) checkKeptMetadata() error {
 // the shrink changes, and reads the maps of those it rebuilds.
 func (s *shrinker) scan() error {
 	img := s.img
+	if ok, err := s.nothingPastEnd(); err != nil || ok {
+		return err
+	}
 	first := img.sb.firstIno()
 	orphanFile := uint32(0)
 	if img.sb.hasCompat(compatOrphanFile) {
@@ -325,6 +328,74 @@ func (s *shrinker) scan() error {
 		}
 	}
 	return nil
+}
+
+// nothingPastEnd reports whether nothing but group metadata lives past
+// the new end and in the blocks the new layout claims: the removed groups
+// have no inode in use and no block in use but bitmaps, inode tables and
+// superblock and descriptor copies, and the kept last group's cut-off
+// tail likewise. Then no inode points past the end (every block there is
+// free or metadata), nothing moves or is renumbered, and the scan of
+// every inode is not needed: an image built from the front and cut to
+// its content (imagepull's auto size) shrinks in milliseconds.
+func (s *shrinker) nothingPastEnd() (bool, error) {
+	img := s.img
+	old := &s.old
+	last := s.keep - 1
+	lastFirst := old.groupFirstBlock(last)
+	lastEnd := lastFirst + uint64(old.groupBlocks(last))
+	// Per group, the metadata blocks lying in it past the new end,
+	// whoever they belong to; and those in the kept last group's tail.
+	inGroup := make([]uint64, old.groupCount)
+	tail := map[uint64]bool{}
+	mark := func(start, n uint64) {
+		for b := max(start, s.end); b < start+n && b < old.blocksCount; {
+			g := old.blockGroup(b)
+			end := min(start+n, old.groupFirstBlock(g)+uint64(old.groupBlocks(g)))
+			inGroup[g] += end - b
+			for t := b; t < end && t < lastEnd; t++ {
+				tail[t] = true
+			}
+			b = end
+		}
+	}
+	for g := uint32(0); g < old.groupCount; g++ {
+		d := img.gd(g)
+		mark(d.blockBitmap(), 1)
+		mark(d.inodeBitmap(), 1)
+		mark(d.inodeTable(), uint64(old.itableBlocks))
+		if g >= last {
+			old.superAndDescBlocks(g, func(b uint64) { mark(b, 1) })
+		}
+	}
+	for g := s.keep; g < old.groupCount; g++ {
+		d := img.gd(g)
+		if d.freeInodes() != old.ipg || uint64(old.groupBlocks(g))-uint64(d.freeBlocks()) != inGroup[g] {
+			return false, nil
+		}
+	}
+	bm, err := img.blockBitmap(last)
+	if err != nil {
+		return false, err
+	}
+	for b := s.end; b < lastEnd; b++ {
+		if testBit(bm, b-lastFirst) && !tail[b] {
+			return false, nil
+		}
+	}
+	for _, r := range s.claims {
+		for b := r.start; b < r.start+r.len; b++ {
+			g := old.blockGroup(b)
+			gbm, err := img.blockBitmap(g)
+			if err != nil {
+				return false, err
+			}
+			if testBit(gbm, b-old.groupFirstBlock(g)) {
+				return false, nil
+			}
+		}
+	}
+	return true, nil
 }
 
 func (s *shrinker) scanInode(in *inode, moves, orphanFile bool) error {

@@ -28,8 +28,9 @@ type LayerSource struct {
 
 // BuildOptions shape the image BuildExt4 makes.
 type BuildOptions struct {
-	// Size of the image in bytes. Zero: estimated from the layers
-	// (EstimateSize over a scan of every layer).
+	// Size of the image in bytes. Zero: the layers are read once into a
+	// sparse image of MaxSize, cut afterwards to the content plus the
+	// headroom (AutoHeadroomDiv, AutoHeadroomMin).
 	Size int64
 	// BlockSize of the filesystem (default 4096).
 	BlockSize uint32
@@ -47,10 +48,12 @@ type BuildOptions struct {
 	Time time.Time
 	// NoJournal makes an ext4 image without a journal.
 	NoJournal bool
-	// MaxSize caps the size Size==0 estimates (default DefaultMaxAutoSize):
-	// layers whose estimate is larger fail the build before the image is
-	// made, so a small hostile layer cannot claim a huge image. A given
-	// Size is not capped.
+	// MaxSize caps the size of a Size==0 build (default
+	// DefaultMaxAutoSize): the layers are applied once into a sparse image
+	// of that size, which is then cut to the content plus the headroom
+	// (AutoHeadroomDiv, AutoHeadroomMin); layers that do not fit fail
+	// with ErrTooBig, so a small hostile layer cannot claim a huge image.
+	// A given Size is not capped.
 	MaxSize int64
 	// Warnf receives notes on entries that were skipped or changed
 	// (unsupported xattr namespaces, unknown entry types, clamped times).
@@ -67,6 +70,50 @@ type BuildOptions struct {
 // images of 10-30 GB), far below what a few-KiB layer declaring huge
 // sparse files or millions of entries would claim.
 const DefaultMaxAutoSize = 64 << 30
+
+// AutoHeadroom is the free space an auto-sized image keeps past what its
+// content needs, as a fraction of the content's blocks (1/AutoHeadroomDiv)
+// plus AutoHeadroomMin bytes: room for the finalize step (guest agents,
+// ownership) and a VM's first writes. A VM that needs more grows its copy
+// (ext4edit.Resize).
+const (
+	AutoHeadroomDiv = 32       // 1/32 (about 3%) of the content
+	AutoHeadroomMin = 16 << 20 // and 16 MiB
+)
+
+// autoInodeRatio is the bytes per inode of an auto-sized image: as many
+// inodes as a group's inode bitmap holds (32,768 per 128 MiB group of
+// 4 KiB blocks), since the image is cut to its content and a tree of
+// many small files (node_modules, a Python site-packages) would
+// otherwise keep groups for their inodes, not their blocks. The tables
+// cost 1/16 of the kept groups.
+const autoInodeRatio = 4096
+
+// autoCut shrinks an image built at the auto-size ceiling to the content
+// plus the headroom, then gives it its journal (sized like mke2fs sizes
+// one for the final size) unless noJournal. It returns the new size.
+func autoCut(img *ext4edit.Image, bs uint32, noJournal bool) (int64, error) {
+	min, err := img.MinSize()
+	if err != nil {
+		return 0, fmt.Errorf("sizing the image to its content: %w", err)
+	}
+	size := min + min/AutoHeadroomDiv + AutoHeadroomMin
+	if !noJournal {
+		// The journal comes out of the free space: add it to the size.
+		size += int64(ext4edit.DefaultJournalBlocks(uint64(size)/uint64(bs))) * int64(bs)
+	}
+	if size < img.Size() {
+		if err := img.Resize(size); err != nil {
+			return 0, fmt.Errorf("cutting the image to its content: %w", err)
+		}
+	}
+	if !noJournal {
+		if err := img.AddJournal(0); err != nil {
+			return 0, fmt.Errorf("adding the journal: %w", err)
+		}
+	}
+	return img.Size(), nil
+}
 
 // ErrTooBig: the layers need a larger image than the auto-size ceiling
 // (BuildOptions.MaxSize).
@@ -141,28 +188,18 @@ func BuildExt4File(ctx context.Context, f *os.File, layers []LayerSource, opts B
 		bs = 4096
 	}
 	st := &BuildStats{Size: opts.Size, InodeRatio: opts.InodeRatio}
-	if st.Size == 0 {
-		var usage []LayerUsage
-		for i, l := range layers {
-			u, err := scanSource(ctx, l, bs)
-			if err != nil {
-				f.Close()
-				return nil, nil, &LayerError{Layer: i + 1, Digest: l.Digest, Err: fmt.Errorf("sizing: %w", err)}
-			}
-			usage = append(usage, u)
-		}
-		size, ratio := EstimateSize(usage, bs)
-		ceiling := opts.MaxSize
-		if ceiling <= 0 {
-			ceiling = DefaultMaxAutoSize
-		}
-		if size > ceiling {
-			f.Close()
-			return nil, nil, fmt.Errorf("%w: the estimate is %d bytes, the ceiling %d (give a size, or raise the ceiling with MaxSize / --max-size)", ErrTooBig, size, ceiling)
-		}
-		st.Size, st.Estimated = size, true
+	// Without a size the layers are read once: into a sparse image as
+	// large as the ceiling, which the editor fills from the front, cut
+	// down afterwards to the content plus AutoHeadroom (autoCut).
+	auto := st.Size == 0
+	ceiling := opts.MaxSize
+	if ceiling <= 0 {
+		ceiling = DefaultMaxAutoSize
+	}
+	if auto {
+		st.Size, st.Estimated = ceiling, true
 		if st.InodeRatio == 0 {
-			st.InodeRatio = ratio
+			st.InodeRatio = autoInodeRatio
 		}
 	}
 	if st.InodeRatio == 0 {
@@ -176,13 +213,23 @@ func BuildExt4File(ctx context.Context, f *os.File, layers []LayerSource, opts B
 	// it where every inode can store it (a config may say year 9999).
 	t = clampToExt4(t)
 	clock := t
+	groupsPerFlex := uint32(0)
+	if auto {
+		groupsPerFlex = 1
+	}
 	img, err := ext4edit.MkfsFile(f, st.Size, &ext4edit.MkfsOptions{
 		BlockSize:  bs,
 		InodeRatio: st.InodeRatio,
 		Label:      opts.Label,
 		Seed:       opts.Seed,
 		Time:       t,
-		NoJournal:  opts.NoJournal,
+		// An auto-sized image keeps each group's metadata in the group
+		// (no flex_bg packing): the cut then frees the removed groups'
+		// tables whole instead of leaving them at the front.
+		GroupsPerFlex: groupsPerFlex,
+		// An auto-sized image gets its journal after the cut, sized for
+		// what it became.
+		NoJournal: opts.NoJournal || auto,
 		// The file is new, private until the caller publishes it after
 		// Close, and removed on any error: no rollback of failed edits
 		// and no crash-safe commits until then, one flush at Close.
@@ -198,11 +245,11 @@ func BuildExt4File(ctx context.Context, f *os.File, layers []LayerSource, opts B
 	fail := func(err error) (*ext4edit.Image, *BuildStats, error) {
 		_ = img.Close()
 		if errors.Is(err, ext4edit.ErrNoSpace) {
-			how := "give a larger size"
-			if st.Estimated {
-				how = "the estimate was short: give a size"
+			if auto {
+				err = fmt.Errorf("%w: the layers do not fit %d bytes (give a size, or raise the ceiling with MaxSize / --max-size): %w", ErrTooBig, ceiling, err)
+			} else {
+				err = fmt.Errorf("image of %d bytes is too small for the layers (give a larger size): %w", st.Size, err)
 			}
-			err = fmt.Errorf("image of %d bytes is too small for the layers (%s): %w", st.Size, how, err)
 		}
 		return nil, nil, err
 	}
@@ -225,6 +272,13 @@ func BuildExt4File(ctx context.Context, f *os.File, layers []LayerSource, opts B
 		if err != nil {
 			return fail(err)
 		}
+	}
+	if auto {
+		size, err := autoCut(img, bs, opts.NoJournal)
+		if err != nil {
+			return fail(err)
+		}
+		st.Size = size
 	}
 	a.stats.Size, a.stats.InodeRatio, a.stats.Estimated = st.Size, st.InodeRatio, st.Estimated
 	if opts.Progress != nil {
@@ -249,18 +303,6 @@ func (p *buildProgress) Read(b []byte) (int, error) {
 	p.ev.Entries, p.ev.FileBytes = p.stats.Entries, p.stats.FileBytes
 	p.progress(p.ev)
 	return n, err
-}
-
-func scanSource(ctx context.Context, l LayerSource, bs uint32) (LayerUsage, error) {
-	rc, err := l.Open()
-	if err != nil {
-		return LayerUsage{}, err
-	}
-	u, err := ScanLayer(ctx, rc, bs)
-	if cerr := rc.Close(); err == nil {
-		err = cerr
-	}
-	return u, err
 }
 
 // LayerUsage is what one layer needs in an ext4 image, counted from its

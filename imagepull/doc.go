@@ -18,9 +18,11 @@
 //     truncated stream is [ErrDigestMismatch] or io.ErrUnexpectedEOF
 //     naming the layer, never a partial image.
 //   - [BuildExt4] (or [BuildExt4File], into a file the caller opened)
-//     formats an image of the given size (or one estimated from the
-//     layers by [ScanLayer] and [EstimateSize]) and applies the layers in
-//     order as tar streams: whiteouts and opaque directories, owners,
+//     formats an image of the given size and applies the layers in
+//     order as tar streams (without a size: once, into a sparse image at
+//     the ceiling, then cut to the content plus [AutoHeadroomDiv] and
+//     [AutoHeadroomMin]; [ScanLayer] and [EstimateSize] remain for
+//     callers who want an estimate before pulling): whiteouts and opaque directories, owners,
 //     modes, times, xattrs (security.capability), hardlinks, symlinks,
 //     device nodes, fifos and sparse files. Layer paths are resolved
 //     inside the image, never on the host: "../../etc/x" or a symlink

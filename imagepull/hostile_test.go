@@ -328,11 +328,13 @@ func TestHostileSparseBomb(t *testing.T) {
 	require.Equal(t, []byte{0, 0, 0, 0}, buf)
 }
 
-// The auto size has a ceiling; a given size does not.
+// The auto size has a ceiling (the size of the image the layers are
+// applied to before the cut); a given size does not. 3000 files of three
+// blocks each do not fit 32 MiB.
 func TestHostileAutoSizeCeiling(t *testing.T) {
 	var ents []tent
 	for i := 0; i < 3000; i++ {
-		ents = append(ents, tFile(fmt.Sprintf("f%d", i), strings.Repeat("x", 5000), 0o644))
+		ents = append(ents, tFile(fmt.Sprintf("f%d", i), strings.Repeat("x", 12000), 0o644))
 	}
 	layer := tarOf(t, ents...)
 	_, _, err := BuildExt4(context.Background(), filepath.Join(t.TempDir(), "img"), memLayers(layer), BuildOptions{MaxSize: 32 << 20})

@@ -30,11 +30,13 @@ initrd (mode 0644 less the umask).
   --platform OS/ARCH[/VARIANT]  platform to pick from a multi-platform image
                                 (default linux/GOARCH)
   --size auto|SIZE              image size: bytes or a K/M/G/T suffix (binary,
-                                512M, 1.5G); auto (the default) estimates it from
-                                the layers, up to --max-size
-  --max-size SIZE               ceiling for the estimate (default 64G: a few-KiB
-                                hostile layer cannot claim a huge image; raise it
-                                for larger images)
+                                512M, 1.5G); auto (the default) reads the layers
+                                once into a sparse image of --max-size, then cuts
+                                it to the content plus a headroom of 1/32 of the
+                                content and 16 MiB (and the journal)
+  --max-size SIZE               ceiling for auto (default 64G: a few-KiB hostile
+                                layer cannot claim a huge image; raise it for
+                                larger images)
   --kernel-from-image           copy the image's kernel and initrd (from /boot)
                                 into OUTDIR (alias: --boot-artifacts)
   --no-agents                   do not install the banger guest agents

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"context"
 	"fmt"
+	"io/fs"
 	"path"
 	"path/filepath"
 	"sort"
@@ -81,6 +82,16 @@ const (
 		"tty1::respawn:/sbin/getty 38400 tty1\n" +
 		"::shutdown:/sbin/openrc shutdown\n"
 	busyboxInittabText = "::sysinit:/etc/init.d/rcS\n::askfirst:-/bin/sh" // no final newline
+	// insserv's makefiles for startpar, as Debian's sysv-rc boots with.
+	dependStart = "TARGETS = procps udev ssh rc.local\n" +
+		"INTERACTIVE = udev\n" +
+		"ssh: procps\n" +
+		"rc.local: procps udev ssh\n"
+	dependStop = "TARGETS = ssh udev sendsigs umountfs halt reboot\n" +
+		"sendsigs: ssh\n" +
+		"umountfs: sendsigs udev\n" +
+		"halt: umountfs\n" +
+		"reboot: umountfs" // no final newline
 )
 
 // distros are image trees shaped like the distributions' root
@@ -112,6 +123,21 @@ var distros = []struct {
 			// systemd's binary without being init (the systemd package
 			// without systemd-sysv).
 			"lib/systemd/systemd": "systemd", "lib/systemd/system/": "",
+		},
+		want: InitSysvinit,
+	},
+	{
+		// bookworm's sysvinit-core + sysv-rc: insserv wrote the
+		// .depend files, so /etc/init.d/rc boots makefile-style with
+		// startpar, which runs only the scripts they name.
+		name: "debian sysvinit with insserv merged-usr",
+		spec: map[string]string{
+			"bin": "-> usr/bin", "sbin": "-> usr/sbin", "lib": "-> usr/lib",
+			"usr/bin/sh": "dash", "usr/sbin/init": "sysvinit", "usr/bin/startpar": "startpar", "etc/inittab": sysvInittab,
+			"etc/init.d/rc": "-> /lib/init/rc", "usr/lib/init/rc": "#!/bin/sh\n",
+			"etc/init.d/.depend.boot": "TARGETS = udev\n", "etc/init.d/.depend.start": dependStart, "etc/init.d/.depend.stop": dependStop,
+			"etc/rcS.d/S01udev": "-> ../init.d/udev", "etc/rc2.d/S01procps": "-> ../init.d/procps", "etc/rc2.d/S02ssh": "-> ../init.d/ssh",
+			"etc/rc0.d/K01ssh": "-> ../init.d/ssh", "etc/modules": "# /etc/modules\n",
 		},
 		want: InitSysvinit,
 	},
@@ -220,9 +246,14 @@ func expectInitAssets(t *testing.T, img *ext4edit.Image, sys InitSystem, agent s
 		require.NoError(t, err, "%s resolves", l.Path)
 	}
 	for _, a := range guestassets.AppendsFor(gi) {
+		old, existed := before[a.Path]
+		if a.IfExists && !existed {
+			_, err := img.Lstat(a.Path)
+			require.ErrorIs(t, err, fs.ErrNotExist, "%s is only added to, never created", a.Path)
+			continue
+		}
 		b, err := img.ReadFile(a.Path)
 		require.NoError(t, err, a.Path)
-		old, existed := before[a.Path]
 		if existed {
 			require.True(t, strings.HasPrefix(string(b), string(old)), "%s keeps its content byte for byte:\n%s", a.Path, b)
 		} else {
@@ -498,4 +529,35 @@ func TestPullRecordsInit(t *testing.T) {
 	p := distroImage(t, distros[1].spec)
 	require.NoError(t, InjectGuestAgentsFile(p, InjectOptions{AgentPath: agent}))
 	initReports.Range(func(k, _ any) bool { t.Errorf("stored %v", k); return true })
+}
+
+// TestInjectSysvinitDepend pins what insserv's makefiles become: startpar
+// runs only the scripts they name, so both are added where the files
+// exist (bookworm's sysv-rc boots makefile-style), and nothing is
+// created where they do not.
+func TestInjectSysvinitDepend(t *testing.T) {
+	testimg.Require(t, "mke2fs", "e2fsck", "debugfs")
+	agent := testimg.AgentBinary(t)
+	for _, d := range distros {
+		if d.want != InitSysvinit {
+			continue
+		}
+		t.Run(d.name, func(t *testing.T) {
+			imgPath := distroImage(t, d.spec)
+			for i := 0; i < 2; i++ {
+				require.NoError(t, InjectGuestAgentsFile(imgPath, InjectOptions{AgentPath: agent, Init: InitAuto}))
+			}
+			testimg.RequireClean(t, imgPath)
+			for p, want := range map[string]string{
+				guestassets.DependStartPath: dependStart + string(guestassets.SysvinitDependStart()),
+				guestassets.DependStopPath:  dependStop + "\n" + string(guestassets.SysvinitDependStop()),
+			} {
+				if _, ok := d.spec[strings.TrimPrefix(p, "/")]; !ok {
+					require.False(t, testimg.DebugfsExists(t, imgPath, p), "%s created", p)
+					continue
+				}
+				require.Equal(t, want, string(testimg.Cat(t, imgPath, p)))
+			}
+		})
+	}
 }

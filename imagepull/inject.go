@@ -120,7 +120,8 @@ type appendEdit struct {
 
 // preflightAppends reads the files the assets add lines to and works out
 // their new content, before anything is written: each must be a regular
-// file (through symlinks inside the image) or absent.
+// file (through symlinks inside the image) or absent (an IfExists one
+// then stays absent).
 func preflightAppends(img *ext4edit.Image, missing map[string]bool, appends []guestassets.Append) ([]appendEdit, error) {
 	var out []appendEdit
 	for _, a := range appends {
@@ -144,6 +145,9 @@ func preflightAppends(img *ext4edit.Image, missing map[string]bool, appends []gu
 					return nil, &fs.PathError{Op: "inject", Path: a.Path, Err: fmt.Errorf("%w: symlink to %q, which does not exist", fs.ErrNotExist, target)}
 				}
 			}
+		}
+		if !exists && a.IfExists {
+			continue
 		}
 		data, changed := appended(a, cur, exists)
 		if changed {

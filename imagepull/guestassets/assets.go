@@ -21,8 +21,10 @@
 //
 // sysvinit with sysv-rc (Sysvinit): LSB init scripts, the agent run under
 // a restart loop (rc scripts have no respawn), the links update-rc.d
-// defaults makes (see SymlinksFor for the sequence numbers), and the
-// vsock modules appended to /etc/modules for kmod's init script:
+// defaults makes (see SymlinksFor for the sequence numbers), the vsock
+// modules appended to /etc/modules for kmod's init script, and, where
+// insserv has written them (a makefile-style boot, whose startpar runs
+// only the scripts they name), both scripts added to its makefiles:
 //
 //	/etc/init.d/banger-network                         0755  initfiles/sysvinit-banger-network
 //	/etc/init.d/banger-vsock-agent                     0755  initfiles/sysvinit-banger-vsock-agent
@@ -30,6 +32,8 @@
 //	/etc/rc{2,3,4,5}.d/S01banger-network, S02banger-vsock-agent -> ../init.d/<name>
 //	/etc/rc{0,1,6}.d/K01banger-vsock-agent, K02banger-network -> ../init.d/<name>
 //	/etc/modules                                       lines added: the modules of files/banger-vsock.conf
+//	/etc/init.d/.depend.start                          lines added: initfiles/sysvinit-depend-start (if it exists)
+//	/etc/init.d/.depend.stop                           lines added: initfiles/sysvinit-depend-stop (if it exists)
 //
 // OpenRC (OpenRC; Alpine too, whose init is busybox but whose services
 // are OpenRC's): openrc-run scripts, the agent under supervise-daemon

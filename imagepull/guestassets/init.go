@@ -53,6 +53,12 @@ const (
 	// ModulesPath lists modules to load at boot for kmod's /etc/init.d/kmod
 	// (sysv-rc) and OpenRC's modules service.
 	ModulesPath = "/etc/modules"
+	// DependStartPath and DependStopPath are the makefiles insserv writes
+	// for sysv-rc's makefile-style concurrent boot: where they exist,
+	// /etc/init.d/rc has startpar run the rcN.d scripts, and startpar runs
+	// only the scripts they name (its makefile parser drops the others).
+	DependStartPath = InitDir + "/.depend.start"
+	DependStopPath  = InitDir + "/.depend.stop"
 )
 
 // Append is a text file the injector adds lines to instead of replacing:
@@ -60,12 +66,14 @@ const (
 // line, byte for byte) is appended in order, after a newline if the file
 // does not end with one; the existing bytes, mode and owner are kept. A
 // missing file is created (Mode, root:root) with Default followed by
-// Lines. Appending twice is appending once.
+// Lines, unless IfExists is set: then it stays missing. Appending twice is
+// appending once.
 type Append struct {
-	Path    string
-	Mode    fs.FileMode
-	Lines   []byte // newline-terminated lines
-	Default []byte // the content a missing file starts with
+	Path     string
+	Mode     fs.FileMode
+	Lines    []byte // newline-terminated lines
+	Default  []byte // the content a missing file starts with
+	IfExists bool   // only add to a file that exists
 }
 
 func initEmbedded(name string) []byte {
@@ -148,10 +156,13 @@ func SymlinksFor(init Init) []Symlink {
 
 // AppendsFor returns the files init's assets add lines to: /etc/modules
 // for sysv-rc and OpenRC (their module services read it; systemd has
-// ModulesLoadPath, busybox's sysinit script loads the modules itself),
-// /etc/inittab for busybox (a sysinit and a respawn entry; a missing
-// inittab is created with busybox init's built-in defaults, which it
-// only uses when there is none).
+// ModulesLoadPath, busybox's sysinit script loads the modules itself);
+// for sysv-rc also insserv's startpar makefiles, where they exist, so
+// that a makefile-style boot starts and stops our scripts (the same order
+// as SymlinksFor; insserv, when it runs again, writes them from the
+// scripts' LSB headers); /etc/inittab for busybox (a sysinit and a
+// respawn entry; a missing inittab is created with busybox init's
+// built-in defaults, which it only uses when there is none).
 func AppendsFor(init Init) []Append {
 	switch init {
 	case Sysvinit, OpenRC:
@@ -159,7 +170,13 @@ func AppendsFor(init Init) []Append {
 		for _, m := range ModuleNames() {
 			lines = append(lines, m+"\n"...)
 		}
-		return []Append{{Path: ModulesPath, Mode: 0o644, Lines: lines}}
+		out := []Append{{Path: ModulesPath, Mode: 0o644, Lines: lines}}
+		if init == Sysvinit {
+			out = append(out,
+				Append{Path: DependStartPath, Mode: 0o644, Lines: SysvinitDependStart(), IfExists: true},
+				Append{Path: DependStopPath, Mode: 0o644, Lines: SysvinitDependStop(), IfExists: true})
+		}
+		return out
 	case Busybox:
 		return []Append{{Path: InittabPath, Mode: 0o644, Lines: BusyboxInittabEntries(), Default: BusyboxInittabDefault()}}
 	}
@@ -185,6 +202,14 @@ func SysvinitNetworkScript() []byte { return initEmbedded("sysvinit-banger-netwo
 
 // SysvinitAgentScript is /etc/init.d/banger-vsock-agent for sysv-rc.
 func SysvinitAgentScript() []byte { return initEmbedded("sysvinit-banger-vsock-agent") }
+
+// SysvinitDependStart are the lines added to insserv's .depend.start:
+// both scripts as startpar targets, the agent after the network.
+func SysvinitDependStart() []byte { return initEmbedded("sysvinit-depend-start") }
+
+// SysvinitDependStop are the lines added to insserv's .depend.stop: the
+// agent stops before the network.
+func SysvinitDependStop() []byte { return initEmbedded("sysvinit-depend-stop") }
 
 // AgentSupervise is the restart loop sysv-rc's agent script and busybox's
 // inittab run.

@@ -158,9 +158,59 @@ func TestBusyboxAssets(t *testing.T) {
 		require.Len(t, strings.SplitN(l, ":", 4), 4, "inittab entry %q", l)
 	}
 	require.Equal(t, []string{"vsock", "vmw_vsock_virtio_transport"}, ModuleNames())
-	a := AppendsFor(Sysvinit)
-	require.Equal(t, []Append{{Path: ModulesPath, Mode: 0o644, Lines: []byte("vsock\nvmw_vsock_virtio_transport\n")}}, a)
-	require.Equal(t, a, AppendsFor(OpenRC))
+	modules := Append{Path: ModulesPath, Mode: 0o644, Lines: []byte("vsock\nvmw_vsock_virtio_transport\n")}
+	require.Equal(t, []Append{modules}, AppendsFor(OpenRC))
+	require.Equal(t, []Append{
+		modules,
+		{Path: DependStartPath, Mode: 0o644, Lines: SysvinitDependStart(), IfExists: true},
+		{Path: DependStopPath, Mode: 0o644, Lines: SysvinitDependStop(), IfExists: true},
+	}, AppendsFor(Sysvinit))
+	require.Nil(t, AppendsFor(Systemd))
+}
+
+// TestSysvinitDependAssets reads the lines added to insserv's makefiles the
+// way startpar's parse_makefile does ("TARGETS = a b", "a: b c", '#'
+// comments): both scripts are targets, and the order is the rc links'
+// (SymlinksFor): the network starts before the agent, the agent stops
+// before the network.
+func TestSysvinitDependAssets(t *testing.T) {
+	parse := func(b []byte) (targets []string, deps map[string][]string) {
+		deps = map[string][]string{}
+		for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+			l = strings.TrimSpace(l)
+			switch {
+			case l == "" || strings.HasPrefix(l, "#"):
+			case strings.HasPrefix(l, "TARGETS ="):
+				targets = append(targets, strings.Fields(strings.TrimPrefix(l, "TARGETS ="))...)
+			default:
+				name, rest, ok := strings.Cut(l, ":")
+				require.True(t, ok, "startpar ignores %q", l)
+				deps[name] = append(deps[name], strings.Fields(rest)...)
+			}
+		}
+		return targets, deps
+	}
+	both := []string{NetworkScriptName, AgentScriptName}
+	targets, deps := parse(SysvinitDependStart())
+	require.ElementsMatch(t, both, targets)
+	require.Equal(t, map[string][]string{AgentScriptName: {NetworkScriptName}}, deps, "the agent starts after the network")
+	targets, deps = parse(SysvinitDependStop())
+	require.ElementsMatch(t, both, targets)
+	require.Equal(t, map[string][]string{NetworkScriptName: {AgentScriptName}}, deps, "the network stops after the agent")
+	for _, b := range [][]byte{SysvinitDependStart(), SysvinitDependStop()} {
+		require.True(t, bytes.HasSuffix(b, []byte("\n")))
+		require.NotContains(t, string(b), "\t", "insserv's makefiles have no recipes")
+	}
+	// The rc links agree: S01 network, S02 agent; K01 agent, K02 network.
+	for _, l := range SymlinksFor(Sysvinit) {
+		base := path.Base(l.Path)
+		switch base[:3] {
+		case "S01", "K02":
+			require.Equal(t, NetworkScriptName, base[3:])
+		case "S02", "K01":
+			require.Equal(t, AgentScriptName, base[3:])
+		}
+	}
 }
 
 // TestInitScriptsParse runs every per-init script through the shells'

@@ -1,10 +1,13 @@
 //go:build linux
 
-// Package boot holds the opt-in end-to-end boot test (see README.md): a
-// Debian bookworm rootfs made by debootstrap (build-rootfs.sh), turned
-// into an ext4 image by imagepull.BuildExt4, given banger's guest assets by
-// imagepull.InjectGuestAgentsFile, booted under qemu, and judged by its
-// serial console, its journal and e2fsck.
+// Package boot holds the opt-in end-to-end boot test (see README.md): four
+// guests, one per init system banger installs for (systemd, sysvinit with
+// sysv-rc, OpenRC, busybox init), made by build-rootfs.sh (debootstrap
+// from Debian's archive, or busybox-static), turned into ext4 images by
+// imagepull.BuildExt4, given banger's guest assets by
+// imagepull.InjectGuestAgentsFile with the init detected, booted with the
+// Debian kernel under qemu TCG, and judged by their serial console,
+// e2fsck and (systemd) their journal.
 package boot
 
 import (
@@ -25,8 +28,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/banger/ext4kit/ext4edit"
 	"github.com/banger/ext4kit/imagepull"
@@ -38,15 +44,16 @@ const (
 	envEnable  = "BANGER_BOOT_TEST"    // 1 runs the test
 	envCache   = "BANGER_BOOT_CACHE"   // build-rootfs.sh's cache directory
 	envBuilder = "BANGER_BOOT_BUILDER" // buildext4 (default) or mkfs
-	envSettle  = "BANGER_BOOT_SETTLE"  // how long both units must stay up (Go duration, default 15s)
+	envSettle  = "BANGER_BOOT_SETTLE"  // how long the services must stay up (Go duration, default 15s)
 	envForward = "BANGER_BOOT_FORWARD" // 0: no systemd.journald.forward_to_console=1
-	envKeep    = "BANGER_BOOT_KEEP"    // 1: keep the booted image in the cache's last-run/
+	envKeep    = "BANGER_BOOT_KEEP"    // 1: keep the booted images in the cache's last-run/GUEST/
 
 	defaultCache    = "/var/tmp/banger-boot-cache"
 	buildTimeout    = 25 * time.Minute
 	bootTimeout     = 5 * time.Minute
 	shutdownTimeout = 2 * time.Minute
 	imageSize       = 2 << 30
+	consoleTail     = 80 // console lines shown when a guest fails
 
 	// qemu user networking's own addresses (the guest, the gateway and the
 	// DNS forwarder of its slirp); with restrict=on nothing leaves the host.
@@ -54,7 +61,104 @@ const (
 	guestAddr  = "10.0.2.15/24"
 	guestGW    = "10.0.2.2"
 	guestDNS   = "10.0.2.3"
+
+	// The two lines every guest must show, by their event names: the
+	// network bootstrap's and the agent's (it logs once it listens).
+	evBootstrap = "bootstrap line"
+	evAgent     = "agent line"
 )
+
+// How the test asks a guest to shut down.
+type shutdownMethod int
+
+const (
+	// acpiPowerdown presses the ACPI power button (QMP system_powerdown):
+	// systemd-logind powers off.
+	acpiPowerdown shutdownMethod = iota
+	// ctrlAltDel sends Ctrl-Alt-Del to the PS/2 keyboard (QMP send-key):
+	// the kernel signals init, whose inittab ctrlaltdel entry reboots
+	// (sysvinit: shutdown -r, busybox: reboot), and qemu's -no-reboot
+	// turns the reboot into an exit. The guests have no acpid.
+	ctrlAltDel
+)
+
+// guest is one row of the boot table.
+type guest struct {
+	name string // the subtest, build-rootfs.sh's argument, the cache directory
+	init imagepull.InitSystem
+	// Console lines awaited besides the bootstrap's and the agent's:
+	// init-specific evidence that boot finished and the services started.
+	events []eventSpec
+	// More lines that fail the test whenever they appear.
+	failures []*regexp.Regexp
+	shutdown shutdownMethod
+	// The kernel's last words after a clean shutdown.
+	haltLine string
+	// systemd only: journald forwarding and the journal read back.
+	journal bool
+}
+
+type eventSpec struct {
+	name, re string
+	required bool
+}
+
+var agentPort = strconv.Itoa(guestagent.DefaultPort)
+
+// guests: one per init system imagepull installs for. DetectInit must
+// find init in each image.
+var guests = []guest{
+	{
+		name: "systemd",
+		init: imagepull.InitSystemd,
+		events: []eventSpec{
+			{"banger-network.service finished", `Finished (.*banger-network\.service|banger guest network bootstrap)`, true},
+			{"banger-vsock-agent.service started", `Started (.*banger-vsock-agent\.service|banger guest vsock agent)`, true},
+			{"multi-user.target reached", `Reached target (.*multi-user\.target|Multi-User System)`, true},
+			{"startup finished", `Startup finished in `, false},
+		},
+		shutdown: acpiPowerdown,
+		haltLine: `reboot: Power down`,
+		journal:  true,
+	},
+	{
+		name: "sysvinit",
+		init: imagepull.InitSysvinit,
+		events: []eventSpec{
+			{"runlevel 2", `INIT: Entering runlevel: 2`, true},
+			{"makefile-style boot", `Using makefile-style concurrent boot in runlevel 2`, false},
+		},
+		failures: []*regexp.Regexp{
+			regexp.MustCompile(`startpar: service\(s\) (returned failure|skipped).*banger`),
+		},
+		shutdown: ctrlAltDel,
+		haltLine: `reboot: Restarting system`,
+	},
+	{
+		name: "openrc",
+		init: imagepull.InitOpenRC,
+		events: []eventSpec{
+			{"openrc: network service", `\* Configuring the banger guest network`, true},
+			{"openrc: agent service", `\* Starting banger-vsock-agent`, true},
+		},
+		failures: []*regexp.Regexp{
+			regexp.MustCompile(`ERROR: banger-`),
+			regexp.MustCompile(`\* .*banger.*\[ !! \]`),
+			regexp.MustCompile(`supervise-daemon.*banger.*(respawn|exited|crashed)`),
+		},
+		shutdown: ctrlAltDel,
+		haltLine: `reboot: Restarting system`,
+	},
+	{
+		name: "busybox",
+		init: imagepull.InitBusybox,
+		events: []eventSpec{
+			{"rcS done", `rcS: busybox guest up`, true},
+		},
+		shutdown: ctrlAltDel,
+		haltLine: `reboot: Restarting system`,
+	},
+}
 
 // bootEvent is one console line the test waits for.
 type bootEvent struct {
@@ -76,7 +180,7 @@ var (
 	ansiRE    = regexp.MustCompile(`\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>]`)
 	kstampRE  = regexp.MustCompile(`^\[\s*(\d+\.\d+)\]`)
 	netLineRE = regexp.MustCompile(`banger-network: (.*)`)
-	// Lines that fail the test whenever they appear.
+	// Lines that fail the test whenever they appear, on every guest.
 	failureREs = []*regexp.Regexp{
 		regexp.MustCompile(`Failed to start`),
 		regexp.MustCompile(`\[FAILED\]`),
@@ -87,11 +191,14 @@ var (
 		regexp.MustCompile(`Dependency failed`),
 		regexp.MustCompile(`banger-[a-z-]+\.service: (Main process exited, code=(exited|killed|dumped), status=[^0]|Failed with result|Start request repeated|Scheduled restart job)`),
 		regexp.MustCompile(`banger-vsock-agent: .*(unavailable|bind:|listen:|accept:)`),
+		// banger-vsock-agent-supervise (sysvinit, busybox) restarting it.
+		regexp.MustCompile(`banger-vsock-agent exited with status`),
 	}
-	// Lines that fail the test before the power-off: a unit going away.
+	// Lines that fail the test before the shutdown: a service going away.
 	bootOnlyFailureREs = []*regexp.Regexp{
 		regexp.MustCompile(`banger-[a-z-]+\.service: Deactivated successfully`),
 		regexp.MustCompile(`Stopped .*banger`),
+		regexp.MustCompile(`banger-vsock-agent: stopped`),
 	}
 	// Lines after which waiting longer is pointless.
 	fatalREs = []*regexp.Regexp{
@@ -103,104 +210,128 @@ var (
 	}
 )
 
-func TestBootDebian(t *testing.T) {
+// bootEnv is what every guest's subtest shares.
+type bootEnv struct {
+	tools    map[string]string
+	cache    string
+	script   string // build-rootfs.sh
+	agent    string // the agent binary
+	work     string
+	settle   time.Duration
+	forward  bool
+	builder  string
+	summaryM sync.Mutex
+	summary  []string
+}
+
+// TestBoot boots one guest per init system (subtests: systemd, sysvinit,
+// openrc, busybox).
+func TestBoot(t *testing.T) {
 	if os.Getenv(envEnable) != "1" {
-		t.Skipf("opt-in end-to-end boot test: set %s=1 (needs root, debootstrap, qemu-system-x86_64, e2fsprogs and network access to deb.debian.org; see test/boot/README.md)", envEnable)
+		t.Skipf("opt-in end-to-end boot test: set %s=1 (needs root, debootstrap, qemu-system-x86_64, e2fsprogs, kmod and network access to Debian's archive; see test/boot/README.md)", envEnable)
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("the boot test needs root (debootstrap, chroot): sudo env BANGER_BOOT_TEST=1 go test ...")
 	}
 	if runtime.GOARCH != "amd64" {
-		t.Skipf("the boot test builds an amd64 guest and runs qemu-system-x86_64 with TCG; GOARCH=%s", runtime.GOARCH)
+		t.Skipf("the boot test builds amd64 guests and runs qemu-system-x86_64 with TCG; GOARCH=%s", runtime.GOARCH)
 	}
-	tools := map[string]string{}
-	for _, tool := range []string{"qemu-system-x86_64", "debootstrap", "e2fsck", "mkfs.ext4"} {
-		p, err := exec.LookPath(tool)
+	env := &bootEnv{tools: map[string]string{}}
+	for _, tool := range []struct{ name, pkg string }{
+		{"qemu-system-x86_64", "qemu-system-x86"},
+		{"debootstrap", "debootstrap"},
+		{"e2fsck", "e2fsprogs"},
+		{"mkfs.ext4", "e2fsprogs"},
+		{"depmod", "kmod"},
+	} {
+		p, err := exec.LookPath(tool.name)
 		if err != nil {
-			t.Skipf("%s not installed (apt-get install qemu-system-x86 debootstrap e2fsprogs)", tool)
+			t.Skipf("%s not installed: apt-get install %s", tool.name, tool.pkg)
 		}
-		tools[tool] = p
+		env.tools[tool.name] = p
 	}
-	cache := os.Getenv(envCache)
-	if cache == "" {
-		cache = defaultCache
+	env.cache = os.Getenv(envCache)
+	if env.cache == "" {
+		env.cache = defaultCache
 	}
-	settle := 15 * time.Second
+	env.settle = 15 * time.Second
 	if s := os.Getenv(envSettle); s != "" {
 		d, err := time.ParseDuration(s)
-		if err != nil {
-			t.Fatalf("%s=%q: %v", envSettle, s, err)
-		}
-		settle = d
+		require.NoError(t, err, "%s=%q", envSettle, s)
+		env.settle = d
 	}
-	forward := os.Getenv(envForward) != "0"
-	builder := os.Getenv(envBuilder)
-	if builder == "" {
-		builder = "buildext4"
+	env.forward = os.Getenv(envForward) != "0"
+	env.builder = os.Getenv(envBuilder)
+	if env.builder == "" {
+		env.builder = "buildext4"
 	}
-	if builder != "buildext4" && builder != "mkfs" {
-		t.Fatalf("%s=%q: want buildext4 or mkfs", envBuilder, builder)
-	}
-
-	// 1. The fixture: debootstrap tree, tar layer, mkfs image, kernel.
+	require.Contains(t, []string{"buildext4", "mkfs"}, env.builder, "%s: want buildext4 or mkfs", envBuilder)
 	script, err := filepath.Abs("build-rootfs.sh")
-	if err != nil {
-		t.Fatal(err)
+	require.NoError(t, err)
+	env.script = script
+	require.NoError(t, os.RemoveAll(filepath.Join(env.cache, "last-run")))
+	env.work = t.TempDir()
+
+	// The agent, as banger ships it, once for every guest.
+	env.agent = filepath.Join(env.work, "banger-vsock-agent")
+	buildAgent(t, env.agent)
+
+	start := time.Now()
+	for _, g := range guests {
+		t.Run(g.name, func(t *testing.T) { bootGuest(t, env, g) })
 	}
+	if len(env.summary) > 0 {
+		summary := fmt.Sprintf("boot summary (qemu TCG; time from qemu's start to the bootstrap's line / the agent's line), total %s:\n  %s",
+			time.Since(start).Round(time.Second), strings.Join(env.summary, "\n  "))
+		t.Log(summary)
+		_ = os.WriteFile(filepath.Join(env.cache, "last-run", "summary.txt"), []byte(summary+"\n"), 0o644)
+	}
+}
+
+// bootGuest builds, injects, boots and checks one guest.
+func bootGuest(t *testing.T, env *bootEnv, g guest) {
+	// 1. The fixture: kernel and the guest's tree, tar layer, mkfs image.
 	t0 := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
-	build := exec.CommandContext(ctx, "bash", script)
-	build.Env = append(os.Environ(), envCache+"="+cache)
+	build := exec.CommandContext(ctx, "bash", env.script, g.name)
+	build.Env = append(os.Environ(), envCache+"="+env.cache)
 	lw := &lineLogger{t: t, prefix: ""}
 	build.Stdout, build.Stderr = lw, lw
-	if err := build.Run(); err != nil {
-		lw.flush()
-		t.Fatalf("build-rootfs.sh: %v", err)
-	}
+	err := build.Run()
 	lw.flush()
-	t.Logf("fixture ready in %s (cache %s)", time.Since(t0).Round(time.Second), cache)
+	require.NoError(t, err, "build-rootfs.sh %s", g.name)
+	t.Logf("fixture %s ready in %s (cache %s)", g.name, time.Since(t0).Round(time.Second), env.cache)
 
-	run := filepath.Join(cache, "last-run")
-	if err := os.RemoveAll(run); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(run, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	gdir := filepath.Join(env.cache, g.name)
+	run := filepath.Join(env.cache, "last-run", g.name)
+	require.NoError(t, os.MkdirAll(run, 0o755))
 	work := t.TempDir()
 	imgDir := work
 	if os.Getenv(envKeep) == "1" {
 		imgDir = run
 	}
 	img := filepath.Join(imgDir, "rootfs.ext4")
+	e2fsck := env.tools["e2fsck"]
 
-	// 2. The agent, as banger ships it.
-	agent := filepath.Join(work, "banger-vsock-agent")
-	buildAgent(t, agent)
-
-	// 3. The ext4 image.
+	// 2. The ext4 image.
 	t0 = time.Now()
-	switch builder {
+	switch env.builder {
 	case "buildext4":
-		tarPath := filepath.Join(cache, "rootfs.tar")
+		tarPath := filepath.Join(gdir, "rootfs.tar")
 		var warnings []string
 		im, stats, err := imagepull.BuildExt4(context.Background(), img, []imagepull.LayerSource{{
-			Digest: "debootstrap-bookworm",
+			Digest: "boot-" + g.name,
 			Open:   func() (io.ReadCloser, error) { return os.Open(tarPath) },
 		}}, imagepull.BuildOptions{
 			Size:  imageSize,
 			Label: "rootfs",
-			Seed:  []byte("banger-boot-test"),
+			Seed:  []byte("banger-boot-test-" + g.name),
 			Time:  time.Now(),
 			Warnf: func(format string, args ...any) { warnings = append(warnings, fmt.Sprintf(format, args...)) },
 		})
-		if err != nil {
-			t.Fatalf("imagepull.BuildExt4: %v", err)
-		}
-		if err := im.Close(); err != nil {
-			t.Fatalf("commit the built image: %v", err)
-		}
+		require.NoError(t, err, "imagepull.BuildExt4")
+		require.NoError(t, im.Close(), "commit the built image")
 		for i, w := range warnings {
 			if i == 20 {
 				t.Logf("BuildExt4: ... %d more warnings", len(warnings)-20)
@@ -211,56 +342,77 @@ func TestBootDebian(t *testing.T) {
 		t.Logf("imagepull.BuildExt4: %d entries (%d files, %d dirs, %d symlinks, %d hard links, %d nodes, %d xattrs), %d MiB of files, image %d MiB, in %s",
 			stats.Entries, stats.Files, stats.Dirs, stats.Symlinks, stats.Hardlinks, stats.Nodes, stats.Xattrs, stats.FileBytes>>20, stats.Size>>20, time.Since(t0).Round(time.Millisecond))
 	case "mkfs":
-		out, err := exec.Command("cp", "--sparse=always", filepath.Join(cache, "rootfs-mkfs.ext4"), img).CombinedOutput()
-		if err != nil {
-			t.Fatalf("copy the mkfs image: %v: %s", err, out)
-		}
-		t.Logf("image: copy of %s (mkfs.ext4 -d)", filepath.Join(cache, "rootfs-mkfs.ext4"))
+		out, err := exec.Command("cp", "--sparse=always", filepath.Join(gdir, "rootfs-mkfs.ext4"), img).CombinedOutput()
+		require.NoError(t, err, "copy the mkfs image: %s", out)
+		t.Logf("image: copy of %s (mkfs.ext4 -d)", filepath.Join(gdir, "rootfs-mkfs.ext4"))
 	}
-	fsck(t, tools["e2fsck"], img, "-fn", "the built image")
+	fsck(t, e2fsck, img, "-fn", "the built image")
 
-	// 4. Our injection, pure Go.
+	// 3. The init the injector will find.
+	im, err := ext4edit.Open(img, &ext4edit.Options{ReadOnly: true})
+	require.NoError(t, err, "ext4edit.Open the built image read-only")
+	found, derr := imagepull.DetectInit(im)
+	require.NoError(t, im.Close())
+	require.NoError(t, derr, "imagepull.DetectInit")
+	require.Equal(t, g.init, found, "imagepull.DetectInit on the %s guest", g.name)
+	t.Logf("imagepull.DetectInit: %s", found)
+
+	// 4. Our injection, pure Go, with the init detected.
 	t0 = time.Now()
-	if err := imagepull.InjectGuestAgentsFile(img, imagepull.InjectOptions{AgentPath: agent}); err != nil {
-		t.Fatalf("imagepull.InjectGuestAgentsFile: %v", err)
-	}
-	t.Logf("imagepull.InjectGuestAgentsFile in %s", time.Since(t0).Round(time.Millisecond))
-	fsck(t, tools["e2fsck"], img, "-fn", "the injected image")
+	require.NoError(t, imagepull.InjectGuestAgentsFile(img, imagepull.InjectOptions{AgentPath: env.agent, Init: imagepull.InitAuto}),
+		"imagepull.InjectGuestAgentsFile")
+	t.Logf("imagepull.InjectGuestAgentsFile (init auto) in %s", time.Since(t0).Round(time.Millisecond))
+	fsck(t, e2fsck, img, "-fn", "the injected image")
 
 	// 5. Boot.
-	res := boot(t, tools["qemu-system-x86_64"], cache, run, work, img, settle, forward)
+	res := boot(t, env, g, run, work, img)
 
 	// 6. The filesystem after the guest used it.
-	if res.cleanPowerOff {
-		fsck(t, tools["e2fsck"], img, "-fn", "the image after a clean power-off")
+	if res.cleanShutdown {
+		fsck(t, e2fsck, img, "-fn", "the image after a clean shutdown")
 	} else {
-		code, out := fsckRun(tools["e2fsck"], img, "-fy")
+		code, out := fsckRun(e2fsck, img, "-fy")
 		t.Logf("e2fsck -fy after killing qemu: exit %d\n%s", code, out)
 		if code >= 4 {
 			t.Errorf("e2fsck -fy after killing qemu: exit %d (uncorrected errors)", code)
 		}
 	}
 
-	// 7. The guest's journal, read back from the image with ext4edit.
-	checkJournal(t, img, work, res)
+	// 7. systemd: the guest's journal, read back from the image with
+	// ext4edit.
+	if g.journal {
+		checkJournal(t, img, work, res)
+	}
 
 	// 8. The closing note.
-	report := res.report()
+	report := res.report(g)
 	t.Log("\n" + report)
 	_ = os.WriteFile(filepath.Join(run, "report.txt"), []byte(report), 0o644)
 	t.Logf("console log: %s (timed: %s)", filepath.Join(run, "console.log"), filepath.Join(run, "console.timed.log"))
+	if t.Failed() {
+		t.Logf("the last %d console lines of the %s guest:\n%s", len(res.tail), g.name, strings.Join(res.tail, "\n"))
+	}
+	verdict := "ok"
+	if t.Failed() {
+		verdict = "FAILED"
+	}
+	env.summaryM.Lock()
+	env.summary = append(env.summary, fmt.Sprintf("%-8s %-6s bootstrap %s, agent %s; qemu ran %.1fs",
+		g.name, verdict, res.at(evBootstrap), res.at(evAgent), res.wall.Seconds()))
+	env.summaryM.Unlock()
 }
 
 // bootResult is what one boot showed.
 type bootResult struct {
 	events        []*bootEvent
 	failures      []string
-	cleanPowerOff bool
+	cleanShutdown bool
 	killed        bool
 	vsockDevice   bool
 	cmdline       string
 	journal       []string // notes from the journal read-back
 	wall          time.Duration
+	tail          []string // the last console lines
 }
 
 func (r *bootResult) event(name string) *bootEvent {
@@ -272,9 +424,17 @@ func (r *bootResult) event(name string) *bootEvent {
 	return nil
 }
 
-func (r *bootResult) report() string {
+// at tells when the event's line came, from qemu's start.
+func (r *bootResult) at(name string) string {
+	if e := r.event(name); e != nil && e.host > 0 {
+		return fmt.Sprintf("+%.1fs", e.host.Seconds())
+	}
+	return "not seen"
+}
+
+func (r *bootResult) report(g guest) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "boot test report (qemu TCG, -smp 2 -m 1024; vsock device: %v)\n", r.vsockDevice)
+	fmt.Fprintf(&b, "boot test report, %s guest (qemu TCG, -smp 2 -m 1024; vsock device: %v)\n", g.name, r.vsockDevice)
 	fmt.Fprintf(&b, "kernel command line: %s\n", r.cmdline)
 	fmt.Fprintf(&b, "%-36s %10s %12s  %s\n", "event", "host", "guest clock", "console line")
 	for _, e := range r.events {
@@ -294,7 +454,7 @@ func (r *bootResult) report() string {
 	for _, j := range r.journal {
 		fmt.Fprintf(&b, "journal: %s\n", j)
 	}
-	fmt.Fprintf(&b, "qemu ran %.1fs; clean power-off: %v; killed: %v\n", r.wall.Seconds(), r.cleanPowerOff, r.killed)
+	fmt.Fprintf(&b, "qemu ran %.1fs; clean shutdown: %v; killed: %v\n", r.wall.Seconds(), r.cleanShutdown, r.killed)
 	if len(r.failures) == 0 {
 		b.WriteString("failures: none\n")
 	}
@@ -304,7 +464,7 @@ func (r *bootResult) report() string {
 	return b.String()
 }
 
-func boot(t *testing.T, qemu, cache, run, work, img string, settle time.Duration, forward bool) *bootResult {
+func boot(t *testing.T, env *bootEnv, g guest, run, work, img string) *bootResult {
 	t.Helper()
 	res := &bootResult{}
 	args := []string{
@@ -315,19 +475,20 @@ func boot(t *testing.T, qemu, cache, run, work, img string, settle time.Duration
 		"panic=-1", // with -no-reboot: a panic ends qemu at once
 		"banger.iface=" + guestIface, "banger.ip=" + guestAddr, "banger.gw=" + guestGW, "banger.dns=" + guestDNS,
 	}
-	if forward {
-		// The agent logs to stderr, i.e. the journal only; forward the
-		// journal to the console to see (and time) its line there.
+	if g.journal && env.forward {
+		// The journal on the console too, to see (and time) every
+		// unit's messages there.
 		args = append(args, "systemd.journald.forward_to_console=1")
 	}
 	res.cmdline = strings.Join(args, " ")
+	kernel := filepath.Join(env.cache, "kernel")
 	qmpSock := filepath.Join(work, "qmp.sock")
 	qargs := []string{
 		"-accel", "tcg", "-m", "1024", "-smp", "2",
 		"-display", "none", "-vga", "none", "-monitor", "none", "-parallel", "none",
 		"-no-reboot",
-		"-kernel", filepath.Join(cache, "vmlinuz"),
-		"-initrd", filepath.Join(cache, "initrd.img"),
+		"-kernel", filepath.Join(kernel, "vmlinuz"),
+		"-initrd", filepath.Join(kernel, "initrd.img"),
 		"-append", res.cmdline,
 		"-drive", "file=" + img + ",format=raw,if=virtio",
 		// Restricted user networking: the guest reaches qemu's slirp
@@ -343,44 +504,37 @@ func boot(t *testing.T, qemu, cache, run, work, img string, settle time.Duration
 		t.Logf("no /dev/vhost-vsock on the host: the guest gets no virtio-vsock device")
 	}
 
-	agentPort := strconv.Itoa(guestagent.DefaultPort)
-	ev := func(name, re string, required bool) *bootEvent {
-		e := &bootEvent{name: name, re: regexp.MustCompile(re), required: required}
-		res.events = append(res.events, e)
-		return e
+	ev := func(name, re string, required bool) {
+		res.events = append(res.events, &bootEvent{name: name, re: regexp.MustCompile(re), required: required})
 	}
-	ev("banger-network line", `banger-network: configured `+regexp.QuoteMeta(guestIface+" "+guestAddr)+`$`, true)
-	ev("banger-network.service finished", `Finished (.*banger-network\.service|banger guest network bootstrap)`, true)
-	ev("banger-vsock-agent.service started", `Started (.*banger-vsock-agent\.service|banger guest vsock agent)`, true)
-	ev("banger-vsock-agent line", `banger-vsock-agent: listening on vsock port `+agentPort+`$`, forward)
-	ev("multi-user.target reached", `Reached target (.*multi-user\.target|Multi-User System)`, true)
-	ev("startup finished", `Startup finished in `, false)
-	ev("power-off", `reboot: Power down`, false)
+	ev(evBootstrap, `banger-network: configured `+regexp.QuoteMeta(guestIface+" "+guestAddr)+`$`, true)
+	// The agent's one status line: the systemd unit sends it to the
+	// console (StandardError=journal+console), the sysvinit script and
+	// busybox's inittab entry run the supervising loop on the console,
+	// OpenRC's supervise-daemon logs it there (error_log).
+	ev(evAgent, `banger-vsock-agent: listening on vsock port `+agentPort+`$`, true)
+	for _, e := range g.events {
+		ev(e.name, e.re, e.required)
+	}
+	ev("shutdown", g.haltLine, false)
+	failures := append(append([]*regexp.Regexp(nil), failureREs...), g.failures...)
 
 	conLog, err := os.Create(filepath.Join(run, "console.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer conLog.Close()
 	timedLog, err := os.Create(filepath.Join(run, "console.timed.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer timedLog.Close()
 	var qemuErr bytes.Buffer
 
 	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(qemu, qargs...)
+	require.NoError(t, err)
+	cmd := exec.Command(env.tools["qemu-system-x86_64"], qargs...)
 	cmd.Stdout = pw
 	cmd.Stderr = &qemuErr
-	t.Logf("qemu: %s %s", qemu, strings.Join(qargs, " "))
+	t.Logf("qemu: %s %s", cmd.Path, strings.Join(qargs, " "))
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start qemu: %v", err)
-	}
+	require.NoError(t, cmd.Start(), "start qemu")
 	pw.Close()
 	defer func() {
 		if cmd.ProcessState == nil {
@@ -418,14 +572,22 @@ func boot(t *testing.T, qemu, cache, run, work, img string, settle time.Duration
 		res.failures = append(res.failures, msg)
 		t.Errorf("%s", msg)
 	}
-	powerOff := func(why string) {
+	shutdown := func(why string) {
 		if shuttingDown {
 			return
 		}
 		shuttingDown = true
-		t.Logf("+%.1fs: powering off (%s): QMP system_powerdown", time.Since(start).Seconds(), why)
-		if err := qmpPowerdown(qmpSock); err != nil {
-			t.Logf("QMP system_powerdown: %v; killing qemu", err)
+		var err error
+		switch g.shutdown {
+		case acpiPowerdown:
+			t.Logf("+%.1fs: shutting down (%s): QMP system_powerdown", time.Since(start).Seconds(), why)
+			err = qmp(qmpSock, `{"execute":"system_powerdown"}`)
+		case ctrlAltDel:
+			t.Logf("+%.1fs: shutting down (%s): QMP send-key ctrl-alt-delete", time.Since(start).Seconds(), why)
+			err = qmp(qmpSock, `{"execute":"send-key","arguments":{"keys":[{"type":"qcode","data":"ctrl"},{"type":"qcode","data":"alt"},{"type":"qcode","data":"delete"}]}}`)
+		}
+		if err != nil {
+			t.Logf("QMP: %v; killing qemu", err)
 			res.killed = true
 			_ = cmd.Process.Kill()
 			return
@@ -447,6 +609,10 @@ loop:
 			if !ok {
 				break loop
 			}
+			res.tail = append(res.tail, fmt.Sprintf("%8.3f | %s", l.at.Seconds(), l.text))
+			if len(res.tail) > consoleTail {
+				res.tail = res.tail[len(res.tail)-consoleTail:]
+			}
 			for _, e := range res.events {
 				if !e.re.MatchString(l.text) {
 					continue
@@ -462,7 +628,7 @@ loop:
 			if m := netLineRE.FindStringSubmatch(l.text); m != nil && !strings.HasPrefix(m[1], "configured "+guestIface+" "+guestAddr) {
 				fail("+%.1fs: unexpected network bootstrap line: %s", l.at.Seconds(), l.text)
 			}
-			for _, re := range failureREs {
+			for _, re := range failures {
 				if re.MatchString(l.text) {
 					fail("+%.1fs: console: %s", l.at.Seconds(), l.text)
 					break
@@ -471,7 +637,7 @@ loop:
 			if !shuttingDown {
 				for _, re := range bootOnlyFailureREs {
 					if re.MatchString(l.text) {
-						fail("+%.1fs: a banger unit stopped before the power-off: %s", l.at.Seconds(), l.text)
+						fail("+%.1fs: a banger service stopped before the shutdown: %s", l.at.Seconds(), l.text)
 						break
 					}
 				}
@@ -481,16 +647,16 @@ loop:
 					}
 				}
 				if settleC == nil && allSeen() {
-					t.Logf("+%.1fs: every awaited line seen; watching for %s that both units stay up", l.at.Seconds(), settle)
-					settleC = time.After(settle)
+					t.Logf("+%.1fs: every awaited line seen; watching for %s that the services stay up", l.at.Seconds(), env.settle)
+					settleC = time.After(env.settle)
 				}
 			}
 		case <-settleC:
 			settleC = nil
-			powerOff("both units up")
+			shutdown("services up")
 		case <-fatalC:
 			fatalC = nil
-			powerOff("fatal console line")
+			shutdown("fatal console line")
 		case <-bootC:
 			bootC = nil
 			if !shuttingDown {
@@ -503,11 +669,11 @@ loop:
 				if len(missing) > 0 {
 					fail("boot timeout (%s): not seen: %s", bootTimeout, strings.Join(missing, ", "))
 				}
-				powerOff("boot timeout")
+				shutdown("boot timeout")
 			}
 		case <-shutdownC:
 			shutdownC = nil
-			t.Logf("no power-off within %s: killing qemu", shutdownTimeout)
+			t.Logf("no shutdown within %s: killing qemu", shutdownTimeout)
 			res.killed = true
 			_ = cmd.Process.Kill()
 		}
@@ -521,19 +687,19 @@ loop:
 		fail("qemu exited by itself after %.1fs (%v): the guest halted, rebooted or panicked", res.wall.Seconds(), werr)
 	} else if !res.killed {
 		if werr != nil {
-			fail("qemu exited with %v after the power-off", werr)
+			fail("qemu exited with %v after the shutdown request", werr)
 		}
-		if e := res.event("power-off"); e.host == 0 {
-			fail("qemu exited without the kernel's \"reboot: Power down\"")
+		if e := res.event("shutdown"); e.host == 0 {
+			fail("qemu exited without the kernel's %q", g.haltLine)
 		} else {
-			res.cleanPowerOff = werr == nil
+			res.cleanShutdown = werr == nil
 		}
 	}
 	return res
 }
 
-// qmpPowerdown presses the ACPI power button (systemd-logind powers off).
-func qmpPowerdown(sock string) error {
+// qmp sends one command over the QMP socket and waits for its answer.
+func qmp(sock, command string) error {
 	c, err := net.DialTimeout("unix", sock, 5*time.Second)
 	if err != nil {
 		return err
@@ -545,20 +711,20 @@ func qmpPowerdown(sock string) error {
 	if err := dec.Decode(&greeting); err != nil {
 		return fmt.Errorf("greeting: %w", err)
 	}
-	for _, command := range []string{"qmp_capabilities", "system_powerdown"} {
-		if _, err := fmt.Fprintf(c, "{\"execute\":%q}\n", command); err != nil {
+	for _, cmd := range []string{`{"execute":"qmp_capabilities"}`, command} {
+		if _, err := fmt.Fprintln(c, cmd); err != nil {
 			return err
 		}
 		for {
 			var m map[string]json.RawMessage
 			if err := dec.Decode(&m); err != nil {
-				return fmt.Errorf("%s: %w", command, err)
+				return fmt.Errorf("%s: %w", cmd, err)
 			}
 			if _, ok := m["return"]; ok {
 				break
 			}
 			if e, ok := m["error"]; ok {
-				return fmt.Errorf("%s: %s", command, e)
+				return fmt.Errorf("%s: %s", cmd, e)
 			}
 			// an event: read on
 		}
@@ -687,7 +853,7 @@ func checkJournal(t *testing.T, img, work string, res *bootResult) {
 			}
 		}
 		if found == "" {
-			if want == "banger-vsock-agent: stopped" && !res.cleanPowerOff {
+			if want == "banger-vsock-agent: stopped" && !res.cleanShutdown {
 				continue
 			}
 			res.journal = append(res.journal, "MISSING "+want)

@@ -8,6 +8,9 @@ package main
 // wall time (fork to exit, fsyncs included) and their ratio.
 //
 //	go test ./cmd/ext4edit -run '^$' -bench Resize -benchtime 5x
+//
+// BenchmarkResizeMin shrinks the same image, grown to 2 TiB, to its
+// minimum with both tools.
 
 import (
 	"fmt"
@@ -17,6 +20,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,6 +100,105 @@ func BenchmarkResize(b *testing.B) {
 			b.ReportMetric(float64(mo)/float64(mt), "x-resize2fs")
 		})
 	}
+}
+
+// BenchmarkResizeMin: the rootfs-like image grown to 2 TiB (by resize2fs,
+// untimed), then shrunk to its minimum by `ext4edit -resize min` and by
+// `resize2fs -M`, alternately; reports the times and the sizes each
+// reached, and their ratios (the goals: time <= 1x, size <= 0.8x).
+func BenchmarkResizeMin(b *testing.B) {
+	resize2fs := testimg.LookTool("resize2fs")
+	mkfs := testimg.LookTool("mkfs.ext4")
+	e2fsck := testimg.LookTool("e2fsck")
+	if mkfs == "" || resize2fs == "" || e2fsck == "" {
+		b.Skip("mkfs.ext4, e2fsck and resize2fs not found: BenchmarkResizeMin needs e2fsprogs for its image and its baseline")
+	}
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "ext4edit")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("go build: %v\n%s", err, out)
+	}
+	pristine := filepath.Join(dir, "rootfs.ext4")
+	benchRootfsTree(b, filepath.Join(dir, "tree"))
+	if out, err := exec.Command(mkfs, "-q", "-F", "-d", filepath.Join(dir, "tree"), pristine, "768M").CombinedOutput(); err != nil {
+		b.Fatalf("mkfs.ext4 -d: %v\n%s", err, out)
+	}
+	_ = os.RemoveAll(filepath.Join(dir, "tree"))
+	if out, err := exec.Command(resize2fs, "-f", pristine, "2T").CombinedOutput(); err != nil {
+		b.Fatalf("resize2fs to 2T: %v\n%s", err, out)
+	}
+	work := filepath.Join(dir, "work.ext4")
+	var ours, theirs []time.Duration
+	var ourSize, theirSize int64
+	for i := 0; i < b.N; i++ {
+		for _, tool := range []string{"ext4edit", "resize2fs"} {
+			b.StopTimer()
+			if err := testimg.SparseCopySynced(pristine, work); err != nil {
+				b.Fatal(err)
+			}
+			if tool == "resize2fs" {
+				// resize2fs -M insists on a fresh e2fsck -f; the check is
+				// not part of the timed shrink.
+				if out, err := exec.Command(e2fsck, "-fy", work).CombinedOutput(); err != nil {
+					b.Fatalf("e2fsck -fy: %v\n%s", err, out)
+				}
+			}
+			b.StartTimer()
+			start := time.Now()
+			var cmd *exec.Cmd
+			if tool == "ext4edit" {
+				cmd = exec.Command(bin, "-resize", "min", work)
+			} else {
+				cmd = exec.Command(resize2fs, "-M", work)
+			}
+			out, err := cmd.CombinedOutput()
+			d := time.Since(start)
+			b.StopTimer()
+			if err != nil {
+				b.Fatalf("%s: %v\n%s", tool, err, out)
+			}
+			if out, err := exec.Command(e2fsck, "-fn", work).CombinedOutput(); err != nil {
+				b.Fatalf("e2fsck -fn after %s: %v\n%s", tool, err, out)
+			}
+			hdr, err := exec.Command("dumpe2fs", "-h", work).Output()
+			if err != nil {
+				b.Fatal(err)
+			}
+			size := benchFSSize(b, string(hdr))
+			if tool == "ext4edit" {
+				ours, ourSize = append(ours, d), size
+			} else {
+				theirs, theirSize = append(theirs, d), size
+			}
+			b.StartTimer()
+		}
+	}
+	mo, mt := benchMedian(ours), benchMedian(theirs)
+	b.ReportMetric(float64(mo.Microseconds())/1000, "ext4edit-ms")
+	b.ReportMetric(float64(mt.Microseconds())/1000, "resize2fs-ms")
+	b.ReportMetric(float64(mo)/float64(mt), "x-resize2fs-time")
+	b.ReportMetric(float64(ourSize)/(1<<20), "ext4edit-MiB")
+	b.ReportMetric(float64(theirSize)/(1<<20), "resize2fs-MiB")
+	b.ReportMetric(float64(ourSize)/float64(theirSize), "x-resize2fs-size")
+}
+
+// benchFSSize is the filesystem size dumpe2fs -h reports.
+func benchFSSize(b *testing.B, hdr string) int64 {
+	var blocks, bs int64
+	for _, l := range strings.Split(hdr, "\n") {
+		if v, ok := strings.CutPrefix(l, "Block count:"); ok {
+			blocks, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+		if v, ok := strings.CutPrefix(l, "Block size:"); ok {
+			bs, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	if blocks == 0 || bs == 0 {
+		b.Fatalf("dumpe2fs -h: no block count or size:\n%s", hdr)
+	}
+	return blocks * bs
 }
 
 func benchMedian(d []time.Duration) time.Duration {

@@ -208,7 +208,7 @@ func crImagepullInject(agent string) crScenario {
 			return testimg.Mkfs(t, dir, "pristine.img", "64M", opts...)
 		},
 		edit: func(img *ext4edit.Image) error {
-			return imagepull.InjectGuestAgents(img, imagepull.InjectOptions{AgentPath: agent})
+			return imagepull.InjectGuestAgents(img, imagepull.InjectOptions{AgentPath: agent, Init: imagepull.InitSystemd})
 		},
 	}
 }

@@ -324,7 +324,7 @@ func (e *benchEnv) inject(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := InjectGuestAgents(img, InjectOptions{AgentPath: e.agent}); err != nil {
+	if err := InjectGuestAgents(img, InjectOptions{AgentPath: e.agent, Init: InitSystemd}); err != nil {
 		b.Fatal(err)
 	}
 	if err := img.Close(); err != nil {

@@ -152,7 +152,8 @@ func ExampleInjectGuestAgents() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if err := imagepull.InjectGuestAgents(img, imagepull.InjectOptions{AgentPath: agent}); err != nil {
+	// A bare filesystem shows no init system: name the one to install for.
+	if err := imagepull.InjectGuestAgents(img, imagepull.InjectOptions{AgentPath: agent, Init: imagepull.InitSystemd}); err != nil {
 		img.Discard()
 		log.Fatal(err)
 	}

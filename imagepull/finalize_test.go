@@ -76,7 +76,7 @@ func TestDefaultFinalize(t *testing.T) {
 		sum := testimg.SHA256File(t, imgPath)
 		img, err := ext4edit.Open(imgPath, nil)
 		require.NoError(t, err)
-		err = Finalize(img, DefaultFinalize(table, InjectOptions{AgentPath: filepath.Join(t.TempDir(), "banger-vsock-agent")}))
+		err = Finalize(img, DefaultFinalize(table, InjectOptions{AgentPath: filepath.Join(t.TempDir(), "banger-vsock-agent"), Init: InitSystemd}))
 		require.ErrorIs(t, err, fs.ErrNotExist)
 		require.NoError(t, img.Close())
 		require.Equal(t, sum, testimg.SHA256File(t, imgPath))
@@ -85,7 +85,7 @@ func TestDefaultFinalize(t *testing.T) {
 	t.Run("ownership then agents, one commit", func(t *testing.T) {
 		img, err := ext4edit.Open(imgPath, nil)
 		require.NoError(t, err)
-		require.NoError(t, Finalize(img, DefaultFinalize(table, InjectOptions{AgentPath: agent})))
+		require.NoError(t, Finalize(img, DefaultFinalize(table, InjectOptions{AgentPath: agent, Init: InitSystemd})))
 		require.NoError(t, img.Close())
 		expectAssets(t, imgPath, agent, func(p string) string { return p })
 		for _, w := range wantOwnership {

@@ -17,10 +17,9 @@ import (
 // InitSystem names the init system InjectGuestAgents installs for.
 type InitSystem string
 
-// The init systems. InitAuto detects it from the image (DetectInit);
-// the zero value does too, but falls back to systemd when nothing is
-// found, which is what injection did before it knew other inits (callers
-// that set nothing keep their behaviour). The others force a choice.
+// The init systems. InitAuto, like the zero value, detects it from the
+// image (DetectInit) and fails with ErrNoInit when nothing is found. The
+// others force a choice.
 const (
 	InitAuto     InitSystem = "auto"
 	InitSystemd  InitSystem = InitSystem(guestassets.Systemd)
@@ -224,11 +223,7 @@ func anyDir(img *ext4edit.Image, paths []string) bool {
 func resolveInit(img *ext4edit.Image, want InitSystem) (InitSystem, error) {
 	switch want {
 	case InitAuto, "":
-		got, err := DetectInit(img)
-		if err != nil && want == "" && errors.Is(err, ErrNoInit) {
-			return InitSystemd, nil // the zero value's fallback, see InitAuto
-		}
-		return got, err
+		return DetectInit(img)
 	}
 	// Exactly one of the names: ParseInitSystem is where spelling
 	// variants are forgiven.

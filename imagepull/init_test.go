@@ -365,33 +365,30 @@ func TestInjectBusyboxInittab(t *testing.T) {
 	}
 }
 
-// TestInjectNoInit: auto on an image with no init fails before writing;
-// naming the init installs it anyway; the zero value falls back to
-// systemd.
+// TestInjectNoInit: auto (and the zero value, which is auto) on an image
+// with no init fails before writing; naming the init installs it anyway.
 func TestInjectNoInit(t *testing.T) {
 	testimg.Require(t, "mke2fs", "e2fsck")
 	agent := testimg.AgentBinary(t)
 	spec := map[string]string{"etc/os-release": "ID=scratch\n", "bin/sh": "sh"}
 	imgPath := distroImage(t, spec)
 	sum := testimg.SHA256File(t, imgPath)
-	err := InjectGuestAgentsFile(imgPath, InjectOptions{AgentPath: agent, Init: InitAuto})
-	require.ErrorIs(t, err, ErrNoInit)
-	require.True(t, strings.HasPrefix(err.Error(), "inject guest agents: no init system found: looked for /sbin/init"), err.Error())
-	require.Equal(t, sum, testimg.SHA256File(t, imgPath), "the image is byte-identical after the rejection")
+	for _, auto := range []InitSystem{InitAuto, ""} {
+		err := InjectGuestAgentsFile(imgPath, InjectOptions{AgentPath: agent, Init: auto})
+		require.ErrorIs(t, err, ErrNoInit)
+		require.True(t, strings.HasPrefix(err.Error(), "inject guest agents: no init system found: looked for /sbin/init"), err.Error())
+		require.Equal(t, sum, testimg.SHA256File(t, imgPath), "the image is byte-identical after the rejection")
+	}
 
-	for _, sys := range append(InitSystems(), "") {
-		t.Run(cmpOr(string(sys), "zero"), func(t *testing.T) {
+	for _, sys := range InitSystems() {
+		t.Run(string(sys), func(t *testing.T) {
 			p := distroImage(t, spec)
 			require.NoError(t, InjectGuestAgentsFile(p, InjectOptions{AgentPath: agent, Init: sys}))
 			testimg.RequireClean(t, p)
 			img, err := ext4edit.Open(p, &ext4edit.Options{ReadOnly: true})
 			require.NoError(t, err)
 			defer img.Close()
-			want := sys
-			if want == "" {
-				want = InitSystemd
-			}
-			expectInitAssets(t, img, want, agent, nil)
+			expectInitAssets(t, img, sys, agent, nil)
 		})
 	}
 
@@ -403,7 +400,7 @@ func TestInjectNoInit(t *testing.T) {
 
 	for _, bad := range []InitSystem{"upstart", " systemd", "OpenRC"} {
 		sum := testimg.SHA256File(t, p)
-		err = InjectGuestAgentsFile(p, InjectOptions{AgentPath: agent, Init: bad})
+		err := InjectGuestAgentsFile(p, InjectOptions{AgentPath: agent, Init: bad})
 		require.ErrorContains(t, err, fmt.Sprintf("unknown init system %q", bad))
 		require.Equal(t, sum, testimg.SHA256File(t, p))
 	}

@@ -26,10 +26,10 @@ type InjectOptions struct {
 	// image's architecture (as the ELF header of the image's /bin/sh
 	// tells; images without one are not checked).
 	AllowArchMismatch bool
-	// Init is the init system to install for: InitAuto detects it
-	// (DetectInit) and fails with ErrNoInit when the image shows none;
-	// the zero value detects too but falls back to systemd; the others
-	// force a choice (an image DetectInit cannot read, or to override it).
+	// Init is the init system to install for: InitAuto (or the zero
+	// value) detects it (DetectInit) and fails with ErrNoInit, before any
+	// write, when the image shows none; the others force a choice (an
+	// image DetectInit cannot read, or to override it).
 	Init InitSystem
 }
 
@@ -52,8 +52,9 @@ func (o InjectOptions) agentPath() (string, error) {
 // tool would: systemctl enable, update-rc.d defaults, rc-update add, or
 // entries added to busybox's /etc/inittab. Files it adds lines to
 // (/etc/inittab, /etc/modules) keep their content, mode and owner; a
-// line already there is not added again. With InitAuto, an image with no
-// init DetectInit knows is an error wrapping ErrNoInit, before any write.
+// line already there is not added again. Unless opts.Init names one, an
+// image with no init DetectInit knows is an error wrapping ErrNoInit,
+// before any write.
 // Everything happens in img's current editor session: the caller owns
 // Open and Close, and Close commits it all at once.
 //

@@ -228,7 +228,7 @@ func TestInjectRealExt4(t *testing.T) {
 			inject := func() {
 				img, err := ext4edit.Open(imgPath, tc.opts)
 				require.NoError(t, err)
-				require.NoError(t, InjectGuestAgents(img, InjectOptions{AgentPath: agent}))
+				require.NoError(t, InjectGuestAgents(img, InjectOptions{AgentPath: agent, Init: InitSystemd}))
 				require.NoError(t, img.Close())
 			}
 			inject()
@@ -285,14 +285,14 @@ func TestInjectIdempotentSameSession(t *testing.T) {
 	imgPath := testimg.Mkfs(t, t.TempDir(), "root.img", "64M")
 	img, err := ext4edit.Open(imgPath, nil)
 	require.NoError(t, err)
-	require.NoError(t, InjectGuestAgents(img, InjectOptions{AgentPath: agent}))
+	require.NoError(t, InjectGuestAgents(img, InjectOptions{AgentPath: agent, Init: InitSystemd}))
 	once := listTree(t, img)
-	require.NoError(t, InjectGuestAgents(img, InjectOptions{AgentPath: agent}))
+	require.NoError(t, InjectGuestAgents(img, InjectOptions{AgentPath: agent, Init: InitSystemd}))
 	require.Equal(t, once, listTree(t, img))
 	require.NoError(t, img.Close())
 	testimg.RequireClean(t, imgPath)
 	require.Equal(t, once, listImage(t, imgPath))
-	require.NoError(t, InjectGuestAgentsFile(imgPath, InjectOptions{AgentPath: agent}))
+	require.NoError(t, InjectGuestAgentsFile(imgPath, InjectOptions{AgentPath: agent, Init: InitSystemd}))
 	require.Equal(t, once, listImage(t, imgPath))
 	testimg.RequireClean(t, imgPath)
 }
@@ -351,14 +351,14 @@ func TestInjectRejects(t *testing.T) {
 		msg    []string
 		noOpen bool
 	}{
-		{name: "missing binary", opts: InjectOptions{AgentPath: filepath.Join(dir, "nope", "banger-vsock-agent")}, is: []error{fs.ErrNotExist}, msg: []string{"agent binary", "not found", "--agent"}},
+		{name: "missing binary", opts: InjectOptions{AgentPath: filepath.Join(dir, "nope", "banger-vsock-agent"), Init: InitSystemd}, is: []error{fs.ErrNotExist}, msg: []string{"agent binary", "not found", "--agent"}},
 		{name: "default path next to the executable", opts: InjectOptions{}, is: []error{fs.ErrNotExist}, msg: []string{"banger-vsock-agent not found", "next to the running executable"}},
-		{name: "a directory", opts: InjectOptions{AgentPath: dir}, is: []error{ErrInvalidAgent}, msg: []string{"not a regular file"}},
-		{name: "a shell script", opts: InjectOptions{AgentPath: script}, is: []error{ErrInvalidAgent}, msg: []string{"not an ELF executable"}},
-		{name: "an empty file", opts: InjectOptions{AgentPath: empty}, is: []error{ErrInvalidAgent}, msg: []string{"not an ELF executable"}},
-		{name: "a relocatable object", opts: InjectOptions{AgentPath: patchedAgent(t, agent, setType(elf.ET_REL))}, is: []error{ErrInvalidAgent}, msg: []string{"not an executable (ELF type ET_REL)"}},
-		{name: "a core file", opts: InjectOptions{AgentPath: patchedAgent(t, agent, setType(elf.ET_CORE))}, is: []error{ErrInvalidAgent}, msg: []string{"ET_CORE"}},
-		{name: "a shared library", opts: InjectOptions{AgentPath: patchedAgent(t, agent, setType(elf.ET_DYN))}, is: []error{ErrInvalidAgent}, msg: []string{"shared library"}},
+		{name: "a directory", opts: InjectOptions{AgentPath: dir, Init: InitSystemd}, is: []error{ErrInvalidAgent}, msg: []string{"not a regular file"}},
+		{name: "a shell script", opts: InjectOptions{AgentPath: script, Init: InitSystemd}, is: []error{ErrInvalidAgent}, msg: []string{"not an ELF executable"}},
+		{name: "an empty file", opts: InjectOptions{AgentPath: empty, Init: InitSystemd}, is: []error{ErrInvalidAgent}, msg: []string{"not an ELF executable"}},
+		{name: "a relocatable object", opts: InjectOptions{AgentPath: patchedAgent(t, agent, setType(elf.ET_REL)), Init: InitSystemd}, is: []error{ErrInvalidAgent}, msg: []string{"not an executable (ELF type ET_REL)"}},
+		{name: "a core file", opts: InjectOptions{AgentPath: patchedAgent(t, agent, setType(elf.ET_CORE)), Init: InitSystemd}, is: []error{ErrInvalidAgent}, msg: []string{"ET_CORE"}},
+		{name: "a shared library", opts: InjectOptions{AgentPath: patchedAgent(t, agent, setType(elf.ET_DYN)), Init: InitSystemd}, is: []error{ErrInvalidAgent}, msg: []string{"shared library"}},
 		{name: "a FreeBSD binary", opts: InjectOptions{AgentPath: patchedAgent(t, agent, func(b []byte) { b[7] = byte(elf.ELFOSABI_FREEBSD) })}, is: []error{ErrInvalidAgent}, msg: []string{"not Linux"}},
 		{
 			name: "another architecture than the image's /bin/sh",
@@ -367,16 +367,16 @@ func TestInjectRejects(t *testing.T) {
 				testimg.CopyFile(t, agent, filepath.Join(root, "usr/bin/dash"))
 				require.NoError(t, os.Symlink("dash", filepath.Join(root, "usr/bin/sh")))
 			},
-			opts: InjectOptions{AgentPath: foreign},
+			opts: InjectOptions{AgentPath: foreign, Init: InitSystemd},
 			is:   []error{ErrInvalidAgent},
 			msg:  []string{"the image's /bin/sh is", "GOARCH=" + runtime.GOARCH},
 		},
-		{name: "/usr/local/bin is a file", tree: map[string]string{"usr/local/bin": "oops"}, opts: InjectOptions{AgentPath: agent}, is: []error{ext4edit.ErrNotDir}, msg: []string{"/usr/local/bin", "regular file"}},
-		{name: "/etc/systemd is a symlink to a file", tree: map[string]string{"etc/systemd": "-> /etc/hostname", "etc/hostname": "vm\n"}, opts: InjectOptions{AgentPath: agent}, is: []error{ext4edit.ErrNotDir}, msg: []string{"/etc/systemd"}},
-		{name: "dangling symlinked directory", tree: map[string]string{"usr/local/bin": "-> /nonexistent/bin"}, opts: InjectOptions{AgentPath: agent}, is: []error{fs.ErrNotExist}, msg: []string{"/usr/local/bin", `symlink to "/nonexistent/bin"`}},
-		{name: "a directory where a unit goes", tree: map[string]string{"etc/systemd/system/banger-network.service/": ""}, opts: InjectOptions{AgentPath: agent}, is: []error{ext4edit.ErrIsDir}, msg: []string{"banger-network.service", "directory is in the way"}},
-		{name: "a directory where an enable link goes", tree: map[string]string{"etc/systemd/system/multi-user.target.wants/banger-vsock-agent.service/x": ""}, opts: InjectOptions{AgentPath: agent}, is: []error{ext4edit.ErrIsDir}},
-		{name: "read-only session", ro: true, opts: InjectOptions{AgentPath: agent}, is: []error{ext4edit.ErrReadOnly}},
+		{name: "/usr/local/bin is a file", tree: map[string]string{"usr/local/bin": "oops"}, opts: InjectOptions{AgentPath: agent, Init: InitSystemd}, is: []error{ext4edit.ErrNotDir}, msg: []string{"/usr/local/bin", "regular file"}},
+		{name: "/etc/systemd is a symlink to a file", tree: map[string]string{"etc/systemd": "-> /etc/hostname", "etc/hostname": "vm\n"}, opts: InjectOptions{AgentPath: agent, Init: InitSystemd}, is: []error{ext4edit.ErrNotDir}, msg: []string{"/etc/systemd"}},
+		{name: "dangling symlinked directory", tree: map[string]string{"usr/local/bin": "-> /nonexistent/bin"}, opts: InjectOptions{AgentPath: agent, Init: InitSystemd}, is: []error{fs.ErrNotExist}, msg: []string{"/usr/local/bin", `symlink to "/nonexistent/bin"`}},
+		{name: "a directory where a unit goes", tree: map[string]string{"etc/systemd/system/banger-network.service/": ""}, opts: InjectOptions{AgentPath: agent, Init: InitSystemd}, is: []error{ext4edit.ErrIsDir}, msg: []string{"banger-network.service", "directory is in the way"}},
+		{name: "a directory where an enable link goes", tree: map[string]string{"etc/systemd/system/multi-user.target.wants/banger-vsock-agent.service/x": ""}, opts: InjectOptions{AgentPath: agent, Init: InitSystemd}, is: []error{ext4edit.ErrIsDir}},
+		{name: "read-only session", ro: true, opts: InjectOptions{AgentPath: agent, Init: InitSystemd}, is: []error{ext4edit.ErrReadOnly}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := t.TempDir()
@@ -422,9 +422,9 @@ func TestInjectRejects(t *testing.T) {
 		root := hostTree(t, map[string]string{"bin/": ""})
 		testimg.CopyFile(t, agent, filepath.Join(root, "bin/sh"))
 		imgPath := testimg.MkfsFromDir(t, t.TempDir(), "root.img", "64M", root)
-		require.ErrorIs(t, InjectGuestAgentsFile(imgPath, InjectOptions{AgentPath: foreign}), ErrInvalidAgent)
-		require.NoError(t, InjectGuestAgentsFile(imgPath, InjectOptions{AgentPath: foreign, AllowArchMismatch: true}))
-		require.NoError(t, InjectGuestAgentsFile(imgPath, InjectOptions{AgentPath: agent}), "the host agent matches the host /bin/sh copy")
+		require.ErrorIs(t, InjectGuestAgentsFile(imgPath, InjectOptions{AgentPath: foreign, Init: InitSystemd}), ErrInvalidAgent)
+		require.NoError(t, InjectGuestAgentsFile(imgPath, InjectOptions{AgentPath: foreign, AllowArchMismatch: true, Init: InitSystemd}))
+		require.NoError(t, InjectGuestAgentsFile(imgPath, InjectOptions{AgentPath: agent, Init: InitSystemd}), "the host agent matches the host /bin/sh copy")
 		testimg.RequireClean(t, imgPath)
 	})
 }

@@ -80,8 +80,15 @@ func TestInject(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Contains(t, stderr, "no.img")
 
+	// A bare filesystem shows no init system: refused before any write
+	// unless --init names one.
+	code, _, stderr = runCLI("inject", "--agent", agent, img)
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "no init system")
+	require.Equal(t, sum, testimg.SHA256File(t, img))
+
 	// Flags after the image work too.
-	code, stdout, stderr := runCLI("inject", img, "--agent", agent)
+	code, stdout, stderr := runCLI("inject", img, "--agent", agent, "--init", "systemd")
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, stdout, "guest agents installed")
 	st := testimg.DebugfsStat(t, img, guestassets.AgentPath)

@@ -290,6 +290,21 @@ func TestBoot(t *testing.T) {
 
 // bootGuest builds, injects, boots and checks one guest.
 func bootGuest(t *testing.T, env *bootEnv, g guest) {
+	// The summary line, also for a guest that failed before its boot.
+	res := &bootResult{}
+	defer func() {
+		verdict := "ok"
+		if t.Failed() {
+			verdict = "FAILED"
+		}
+		line := fmt.Sprintf("%-8s %-6s bootstrap %s, agent %s; qemu ran %.1fs", g.name, verdict, res.at(evBootstrap), res.at(evAgent), res.wall.Seconds())
+		if res.wall == 0 {
+			line = fmt.Sprintf("%-8s %-6s not booted", g.name, verdict)
+		}
+		env.summaryM.Lock()
+		env.summary = append(env.summary, line)
+		env.summaryM.Unlock()
+	}()
 	// 1. The fixture: kernel and the guest's tree, tar layer, mkfs image.
 	t0 := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
@@ -365,7 +380,7 @@ func bootGuest(t *testing.T, env *bootEnv, g guest) {
 	fsck(t, e2fsck, img, "-fn", "the injected image")
 
 	// 5. Boot.
-	res := boot(t, env, g, run, work, img)
+	res = boot(t, env, g, run, work, img)
 
 	// 6. The filesystem after the guest used it.
 	if res.cleanShutdown {
@@ -392,14 +407,6 @@ func bootGuest(t *testing.T, env *bootEnv, g guest) {
 	if t.Failed() {
 		t.Logf("the last %d console lines of the %s guest:\n%s", len(res.tail), g.name, strings.Join(res.tail, "\n"))
 	}
-	verdict := "ok"
-	if t.Failed() {
-		verdict = "FAILED"
-	}
-	env.summaryM.Lock()
-	env.summary = append(env.summary, fmt.Sprintf("%-8s %-6s bootstrap %s, agent %s; qemu ran %.1fs",
-		g.name, verdict, res.at(evBootstrap), res.at(evAgent), res.wall.Seconds()))
-	env.summaryM.Unlock()
 }
 
 // bootResult is what one boot showed.

@@ -154,18 +154,26 @@ func (img *Image) minBlocks() (uint64, error) {
 	if err := img.commit(); err != nil {
 		return 0, err
 	}
-	// No size below the blocks the content occupies now can hold it.
-	var meta uint64
-	for g := uint32(0); g < img.groupCount; g++ {
-		meta += img.metaEnd(g) - img.groupFirstBlock(g) + 2 + uint64(img.itableBlocks)
-	}
-	used := img.blocksCount - img.freeBlocksTotal()
-	lo := uint64(img.firstDataBlock) + 1
-	if used > meta {
-		lo = max(lo, used-meta)
-	}
+	lo := img.minBlocksBound()
 	best := img.blocksCount
 	hi := img.blocksCount
+	// Gallop up from the bound before bisecting: the minimum of an image
+	// filled from the front (imagepull's auto size) lies a little above
+	// the bound, and each probe of a size that needs moves reads every
+	// inode, so a short range is worth a few more probes near the bound
+	// than halving from the current size (a 64 GiB ceiling: 24 probes).
+	for step := max(lo/256, 64); lo < hi; step *= 2 {
+		probe := min(lo+step, hi)
+		got, err := img.shrinkTo(probe, true)
+		if err == nil {
+			best, hi = min(best, got), probe
+			break
+		}
+		if !errors.Is(err, ErrNoSpace) && !errors.Is(err, fs.ErrInvalid) && !errors.Is(err, ErrUnsupportedFeature) {
+			return 0, err
+		}
+		lo = probe + 1
+	}
 	for lo < hi {
 		mid := lo + (hi-lo)/2
 		got, err := img.shrinkTo(mid, true)
@@ -180,6 +188,40 @@ func (img *Image) minBlocks() (uint64, error) {
 		}
 	}
 	return best, nil
+}
+
+// minBlocksBound is a block count no shrink can go below: the blocks in
+// use that are not group metadata (file data, maps, directories, xattr
+// blocks, the journal), which a shrink moves but never drops, plus the
+// bitmaps and inode table of every group kept, in as many groups as
+// hold those blocks and the inodes in use. Superblock and descriptor
+// copies are left out (a smaller filesystem may need fewer), so the
+// bound stays below the true minimum.
+func (img *Image) minBlocksBound() uint64 {
+	var meta uint64
+	for g := uint32(0); g < img.groupCount; g++ {
+		meta += img.metaEnd(g) - img.groupFirstBlock(g) + 2 + uint64(img.itableBlocks)
+	}
+	used := img.blocksCount - img.freeBlocksTotal()
+	data := uint64(0)
+	if used > meta {
+		data = used - meta
+	}
+	first, bpg := uint64(img.firstDataBlock), uint64(img.bpg)
+	inodeGroups := (uint64(img.inodesCount) - uint64(min(img.sb.freeInodesCount(), img.inodesCount)) + uint64(img.ipg) - 1) / uint64(img.ipg)
+	perGroup := 2 + uint64(img.itableBlocks)
+	lo := first + 1 + data
+	// Each pass adds the tables of the groups the last bound spans; the
+	// bound only grows and stays below the current size, so this ends.
+	for lo < img.blocksCount {
+		groups := max((lo-first+bpg-1)/bpg, inodeGroups, 1)
+		next := min(first+data+groups*perGroup, img.blocksCount)
+		if next <= lo {
+			break
+		}
+		lo = next
+	}
+	return lo
 }
 
 // restore puts the image back as it was before the shrink was prepared.

@@ -427,7 +427,17 @@ func (w *runWriter) add(blk uint64, b []byte) error {
 func (w *runWriter) flush() error {
 	bs := uint64(w.img.bs)
 	keys := sortedKeys(w.blocks)
-	var run []byte
+	// One buffer as large as the longest run: growing it by append
+	// copied and faulted in every run's bytes several times over.
+	longest, cur := 0, 0
+	for i, k := range keys {
+		if i > 0 && k != keys[i-1]+uint64(len(w.blocks[keys[i-1]]))/bs {
+			cur = 0
+		}
+		cur += len(w.blocks[k])
+		longest = max(longest, cur)
+	}
+	run := make([]byte, 0, longest)
 	var start uint64
 	out := func() error {
 		if len(run) == 0 {

@@ -128,10 +128,26 @@ func (c *blockCache) getW(blk uint64, kind blockKind) ([]byte, error) {
 // fresh returns a zeroed dirty buffer for a block just allocated: its old
 // contents do not matter and are not read.
 func (c *blockCache) fresh(blk uint64, kind blockKind) []byte {
+	return c.zeroed(blk, kind, true, nil)
+}
+
+// rewrite returns a zeroed dirty buffer for a block in use that the caller
+// fills whole (the resize inode's reserved descriptor blocks): reading its
+// old contents first would be wasted. A block not cached takes buf (one
+// block of zeros, carved by the caller from one larger buffer) as its
+// data, so many blocks cost one allocation; nil allocates.
+func (c *blockCache) rewrite(blk uint64, kind blockKind, buf []byte) []byte {
+	return c.zeroed(blk, kind, false, buf)
+}
+
+func (c *blockCache) zeroed(blk uint64, kind blockKind, fresh bool, buf []byte) []byte {
 	b, ok := c.blocks[blk]
 	c.saveUndo(blk, b)
 	if !ok {
-		b = &cblock{data: make([]byte, c.img.bs)}
+		if buf == nil {
+			buf = make([]byte, c.img.bs)
+		}
+		b = &cblock{data: buf}
 		c.blocks[blk] = b
 	} else {
 		clear(b.data)
@@ -142,7 +158,7 @@ func (c *blockCache) fresh(blk uint64, kind blockKind) []byte {
 	}
 	b.dirty = true
 	b.kind = kind
-	b.fresh = true
+	b.fresh = b.fresh || fresh
 	return b.data
 }
 

@@ -53,14 +53,13 @@ func (img *Image) buildResizeInode(in *inode, dind uint64) error {
 		return err
 	}
 	clear(db)
+	// The reserved blocks are rewritten whole: one buffer for all of them
+	// (mapped populated where it is large), not one page fault per block.
+	slab := bigBuffer(int(img.reservedGdt)*int(img.bs), img)
 	for j := uint64(0); j < uint64(img.reservedGdt); j++ {
 		pblk := sbBlk + 1 + uint64(img.gdtBlocks) + j
 		put32(db, int((uint64(img.gdtBlocks)+j)%apb)*iBlockPtrSize, uint32(pblk))
-		ib, err := img.cache.getW(pblk, kindMeta)
-		if err != nil {
-			return err
-		}
-		clear(ib)
+		ib := img.cache.rewrite(pblk, kindMeta, slab[j*uint64(img.bs):(j+1)*uint64(img.bs):(j+1)*uint64(img.bs)])
 		for k, off := range backups {
 			put32(ib, k*iBlockPtrSize, uint32(pblk+off))
 		}

@@ -426,40 +426,31 @@ func (w *runWriter) add(blk uint64, b []byte) error {
 
 func (w *runWriter) flush() error {
 	bs := uint64(w.img.bs)
-	keys := sortedKeys(w.blocks)
-	// One buffer as large as the longest run: growing it by append
-	// copied and faulted in every run's bytes several times over.
-	longest, cur := 0, 0
-	for i, k := range keys {
-		if i > 0 && k != keys[i-1]+uint64(len(w.blocks[keys[i-1]]))/bs {
-			cur = 0
-		}
-		cur += len(w.blocks[k])
-		longest = max(longest, cur)
-	}
-	run := make([]byte, 0, longest)
-	var start uint64
+	var run [][]byte
+	var start, n uint64 // the run: n blocks from start
 	out := func() error {
-		if len(run) == 0 {
+		if n == 0 {
 			return nil
 		}
-		if !w.img.runInFS(start, uint64(len(run))/bs) {
-			return fmt.Errorf("internal error: write to blocks %d+%d outside the filesystem", start, uint64(len(run))/bs)
+		if !w.img.runInFS(start, n) {
+			return fmt.Errorf("internal error: write to blocks %d+%d outside the filesystem", start, n)
 		}
-		_, err := w.img.dev.WriteAt(run, w.img.off+int64(start)*int64(bs))
-		run = run[:0]
+		err := w.img.writeVectorAt(run, w.img.off+int64(start)*int64(bs))
+		run, n = run[:0], 0
 		return err
 	}
-	for _, k := range keys {
-		if len(run) > 0 && k != start+uint64(len(run))/bs {
+	for _, k := range sortedKeys(w.blocks) {
+		if n > 0 && k != start+n {
 			if err := out(); err != nil {
 				return err
 			}
 		}
-		if len(run) == 0 {
+		if n == 0 {
 			start = k
 		}
-		run = append(run, w.blocks[k]...)
+		b := w.blocks[k]
+		run = append(run, b)
+		n += uint64(len(b)) / bs
 	}
 	if err := out(); err != nil {
 		return err
@@ -467,4 +458,32 @@ func (w *runWriter) flush() error {
 	clear(w.blocks)
 	w.bytes = 0
 	return nil
+}
+
+// vectorWriter is a device that writes several buffers back to back in
+// one call (pwritev).
+type vectorWriter interface {
+	writeVectorAt(bufs [][]byte, off int64) error
+}
+
+// writeVectorAt writes bufs back to back at off: in one call where the
+// device can, else gathered into one buffer. It consumes bufs.
+func (img *Image) writeVectorAt(bufs [][]byte, off int64) error {
+	if vw, ok := img.dev.(vectorWriter); ok {
+		return vw.writeVectorAt(bufs, off)
+	}
+	if len(bufs) == 1 {
+		_, err := img.dev.WriteAt(bufs[0], off)
+		return err
+	}
+	total := 0
+	for _, b := range bufs {
+		total += len(b)
+	}
+	one := make([]byte, 0, total)
+	for _, b := range bufs {
+		one = append(one, b...)
+	}
+	_, err := img.dev.WriteAt(one, off)
+	return err
 }

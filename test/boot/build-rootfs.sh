@@ -18,8 +18,9 @@
 #   systemd    debootstrap minbase + systemd, systemd-sysv, udev, dbus
 #   sysvinit   debootstrap minbase + sysvinit-core, sysv-rc (with insserv
 #              and startpar: makefile-style concurrent boot), udev
-#   openrc     debootstrap minbase + sysvinit-core, openrc (sysv-rc and
-#              startpar excluded: openrc conflicts with them), udev
+#   openrc     debootstrap minbase + sysvinit-core, udev, then apt-get
+#              install openrc in the tree (it replaces sysv-rc, which
+#              debootstrap always installs)
 #   busybox    no debootstrap: busybox-static's binary and its applet
 #              links (non-merged /bin, /sbin, /usr/bin, /usr/sbin), an
 #              /etc/init.d/rcS that mounts the kernel filesystems, no
@@ -58,9 +59,12 @@ INITRAMFS_MODULES="virtio_pci virtio_blk virtio_net ext4"
 SYSTEMD_INCLUDE=systemd,systemd-sysv,udev,dbus,iproute2,kmod,e2fsprogs
 SYSVINIT_INCLUDE=sysvinit-core,sysv-rc,udev,iproute2,kmod,e2fsprogs,procps
 # initscripts and sysvinit-core depend on "sysv-rc | file-rc | openrc":
-# debootstrap would take sysv-rc, which openrc conflicts with.
-OPENRC_INCLUDE=sysvinit-core,openrc,udev,iproute2,kmod,e2fsprogs,procps
-OPENRC_EXCLUDE=sysv-rc,startpar
+# debootstrap resolves that to sysv-rc, even with --exclude=sysv-rc (its
+# dependency resolver adds excluded packages back; seen: dpkg then
+# refuses sysv-rc, "openrc conflicts with sysv-rc", and debootstrap
+# fails). So the openrc tree starts as a sysvinit one and apt-get in the
+# tree swaps sysv-rc for openrc, as on an installed Debian system.
+OPENRC_INCLUDE=sysvinit-core,udev,iproute2,kmod,e2fsprogs,procps
 
 log() { printf 'build-rootfs[%s]: %s\n' "$GUEST" "$*" >&2; }
 die() {
@@ -309,6 +313,37 @@ EOF
 	mv "$r.tmp" "$r"
 }
 
+# installed R PKG: whether dpkg in tree R has PKG installed.
+installed() {
+	[ "$(chroot "$1" dpkg-query -W -f='${Status}' "$2" 2>/dev/null)" = "install ok installed" ]
+}
+
+# install_openrc R: apt-get install openrc in the sysvinit tree R (it
+# removes sysv-rc; insserv and startpar stay, unused). Idempotent.
+install_openrc() {
+	local r=$1 try
+	if [ -x "$r/sbin/openrc" ] && ! installed "$r" sysv-rc; then
+		log "openrc: installed (cached)"
+		return 0
+	fi
+	mount -t proc proc "$r/proc" && MOUNTED+=("$r/proc")
+	for try in 1 2 3; do
+		if chroot "$r" apt-get -q update >&2 &&
+			chroot "$r" env DEBIAN_FRONTEND=noninteractive apt-get -q install -y --no-install-recommends openrc >&2; then
+			break
+		fi
+		[ "$try" -lt 3 ] || die "apt-get install openrc failed 3 times"
+		log "apt-get install openrc failed (try $try); again in 30 s"
+		sleep 30
+	done
+	chroot "$r" apt-get clean
+	umount "$r/proc"
+	MOUNTED=()
+	[ -x "$r/sbin/openrc" ] || die "apt-get install openrc left no /sbin/openrc"
+	! installed "$r" sysv-rc || die "sysv-rc still installed beside openrc"
+	log "openrc: installed, sysv-rc removed"
+}
+
 build_kernel
 [ "$GUEST" != kernel ] || exit 0
 
@@ -317,7 +352,10 @@ R=$G/rootfs
 case $GUEST in
 systemd) bootstrap "$G" "$SYSTEMD_INCLUDE" "" ;;
 sysvinit) bootstrap "$G" "$SYSVINIT_INCLUDE" "" ;;
-openrc) bootstrap "$G" "$OPENRC_INCLUDE" "$OPENRC_EXCLUDE" ;;
+openrc)
+	bootstrap "$G" "$OPENRC_INCLUDE" ""
+	install_openrc "$R"
+	;;
 esac
 
 if cached "$G" rootfs.tar rootfs-mkfs.ext4; then

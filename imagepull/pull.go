@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/banger/ext4kit/imagepull/verity"
 	"github.com/banger/ext4kit/internal/filelock"
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -47,6 +48,10 @@ type PullOptions struct {
 	// Progress, when set, receives the layers' bytes as they are read and
 	// the build's counts (see ProgressEvent). Nil reports nothing.
 	Progress func(ProgressEvent)
+	// Verity, when set, seals rootfs.ext4 with a dm-verity hash tree
+	// after the filesystem (SealVerity) and records it in image.json's
+	// "verity"; its zero value derives the salt from the image.
+	Verity *verity.Options
 	// Warnf receives notes on layer entries skipped or changed; Logf
 	// progress. Nil discards.
 	Warnf, Logf func(format string, args ...any)
@@ -202,13 +207,22 @@ func Pull(ctx context.Context, source, outdir string, opts PullOptions) (res *Pu
 			return nil, errors.Join(fmt.Errorf("stage: boot artifacts: %w", err), img.Close())
 		}
 	}
+	fsSize := img.Size()
 	if err := img.Close(); err != nil {
 		return nil, fmt.Errorf("commit %s: %w", tmpPath, err)
+	}
+	var sealed *VerityMetadata
+	if opts.Verity != nil {
+		if sealed, err = sealTemp(tmpPath, built, fsSize, opts.Verity); err != nil {
+			return nil, fmt.Errorf("seal %s: %w", tmpPath, err)
+		}
+		logf("sealed %s: dm-verity root hash %s", tmpPath, sealed.RootHash)
 	}
 
 	// Stage: publish rootfs.ext4, image.json and the boot artifacts.
 	meta := fetched.Metadata(stats)
 	meta.Init = string(initSys)
+	meta.Verity = sealed
 	err = publish(tmpPath, built, outdir, meta, opts.BootArtifacts, arts)
 	arts = nil // published, or removed by publish
 	if err != nil {

@@ -12,8 +12,9 @@ import (
 	"github.com/banger/ext4kit/internal/testimg"
 )
 
-// reflinkDir mounts a fresh XFS with reflinks (a loop-mounted image file)
-// and returns a directory on it; it skips where that cannot be done.
+// reflinkDir mounts a fresh XFS with reflinks (a loop-mounted sparse image
+// file of 16 GiB) and returns a directory on it; it skips where that
+// cannot be done.
 func reflinkDir(t testing.TB) string {
 	t.Helper()
 	testimg.RequireKernelMount(t)
@@ -28,7 +29,7 @@ func reflinkDir(t testing.TB) string {
 	img := filepath.Join(dir, "xfs.img")
 	f, err := os.Create(img)
 	require.NoError(t, err)
-	require.NoError(t, f.Truncate(1<<30))
+	require.NoError(t, f.Truncate(16<<30))
 	require.NoError(t, f.Close())
 	out, err := exec.Command(mkfs, "-q", "-m", "reflink=1", img).CombinedOutput()
 	require.NoError(t, err, "mkfs.xfs: %s", out)

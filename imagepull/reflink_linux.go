@@ -3,6 +3,7 @@ package imagepull
 import (
 	"errors"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -57,4 +58,12 @@ func copyRange(out, in *os.File, off, n int64) error {
 		off, n = off+int64(k), n-int64(k)
 	}
 	return nil
+}
+
+// diskBytes is the space fi's blocks take on disk.
+func diskBytes(fi os.FileInfo) int64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Blocks * 512
+	}
+	return fi.Size()
 }

@@ -22,3 +22,6 @@ func nextData(in *os.File, off, n int64) (start, end int64, err error) {
 func copyRange(out, in *os.File, off, n int64) error {
 	return copyRangeBuffered(out, in, off, n)
 }
+
+// diskBytes is fi's size (allocated blocks are not reported here).
+func diskBytes(fi os.FileInfo) int64 { return fi.Size() }

@@ -20,7 +20,8 @@ import (
 
 const pullUsage = `usage: imagepull pull [--platform OS/ARCH[/VARIANT]] [--size auto|SIZE] [--max-size SIZE]
                      [--kernel-from-image] [--no-agents] [--agent PATH] [--init INIT]
-                     [--verity [--verity-salt HEX]] [--insecure] [--json] SOURCE OUTDIR
+                     [--verity [--verity-salt HEX]] [--cache DIR [--cache-max SIZE]]
+                     [--insecure] [--json] SOURCE OUTDIR
 
 SOURCE is a registry reference (docker.io/library/debian:bookworm), oci:DIR[:TAG]
 (an OCI image layout) or docker-archive:FILE[:TAG] (a docker save tarball).
@@ -55,6 +56,14 @@ initrd (mode 0644 less the umask).
                                 refused (ext4edit -drop-verity removes the tree)
   --verity-salt HEX             the tree's salt (default: derived from the image,
                                 so equal pulls give equal bytes)
+  --cache DIR                   keep the finished image in DIR under its manifest
+                                digest and these options (agent binary, assets,
+                                init, size, verity, platform); a later pull of
+                                the same image resolves the manifest only and
+                                publishes from DIR (a reflink where the host
+                                filesystem can) without reading a layer
+  --cache-max SIZE              after a pull fills DIR, remove its least
+                                recently used images until it holds at most SIZE
   --insecure                    reach SOURCE's registry (that host only) over
                                 plain HTTP or TLS without certificate checks
   --json                        print one JSON object (outputs, digests) on
@@ -96,6 +105,8 @@ type pullJSON struct {
 	SizeEstimated  bool            `json:"sizeEstimated"`
 	AgentsInjected bool            `json:"agentsInjected"`
 	Init           string          `json:"init,omitempty"` // the agents' init system
+	// Cached: published from --cache without reading a layer.
+	Cached bool `json:"cached,omitempty"`
 	// Verity is image.json's "verity" object when --verity sealed the image.
 	Verity *imagepull.VerityMetadata `json:"verity,omitempty"`
 }
@@ -126,6 +137,8 @@ func pull(args []string, stdout, stderr io.Writer) int {
 	fl.Func("init", initFlagUsage, initFlag(&initSys))
 	sealVerity := fl.Bool("verity", false, "seal rootfs.ext4 with a dm-verity hash tree")
 	veritySalt := fl.String("verity-salt", "", "dm-verity salt in `HEX` (default: derived from the image)")
+	cacheDir := fl.String("cache", "", "pull cache `DIR`")
+	cacheMax := fl.String("cache-max", "", "pull cache size limit (bytes or K/M/G/T)")
 	insecure := fl.Bool("insecure", false, "plain HTTP and unverified TLS for SOURCE's registry only")
 	asJSON := fl.Bool("json", false, "print one JSON object with the outputs and digests on stdout")
 	var pos []string
@@ -212,6 +225,29 @@ func pull(args []string, stdout, stderr io.Writer) int {
 		}
 		opts.Verity = vo
 	}
+	if *cacheMax != "" && *cacheDir == "" {
+		fmt.Fprintf(stderr, "imagepull pull: --cache-max needs --cache\n")
+		return 2
+	}
+	if *cacheDir != "" {
+		opts.Cache = &imagepull.Cache{Dir: *cacheDir}
+		if *cacheMax != "" {
+			n, err := parseSize(*cacheMax)
+			if err != nil {
+				fmt.Fprintf(stderr, "imagepull pull: --cache-max: %v\n", err)
+				return 2
+			}
+			opts.Cache.MaxBytes = n
+		}
+		if !noAgents {
+			id, err := imagepull.InjectOptions{AgentPath: *agent, Init: initSys}.FinalizeID()
+			if err != nil {
+				fmt.Fprintf(stderr, "imagepull pull: %v\n", err)
+				return 1
+			}
+			opts.FinalizeID = id
+		}
+	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// A build's live heap is tens of MiB; without a limit the GC lets
 		// garbage double it. Stay near the pipeline's 128 MiB budget.
@@ -244,6 +280,7 @@ func pull(args []string, stdout, stderr io.Writer) int {
 			AgentsInjected: opts.Finalize != nil,
 			Init:           m.Init,
 			Verity:         m.Verity,
+			Cached:         res.Cached,
 		}
 		if m.Kernel != nil {
 			out.Kernel = filepath.Join(outdir, m.Kernel.File)

@@ -54,6 +54,13 @@ type Options struct {
 	// each directory is made or declared, instead of remembering every
 	// directory to set its times again after the last entry.
 	KeepDirTimes bool
+	// DropVerity removes a dm-verity hash tree that follows the
+	// filesystem (a sealed image: see ErrVeritySealed) when the image is
+	// opened for writing: its superblock is zeroed and, when the file is
+	// the filesystem alone (no Partition), the file is cut to the
+	// filesystem's end. Without it, a sealed image opens but refuses every
+	// write. The image's root hash no longer describes it afterwards.
+	DropVerity bool
 }
 
 // InodeInfo is what FileInfo.Sys returns: the raw inode fields behind a name.

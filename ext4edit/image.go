@@ -34,6 +34,9 @@ type Image struct {
 	// writeRefusal says why writes are refused (features, state); nil
 	// when writable.
 	writeRefusal error
+	// sealed is ErrVeritySealed, wrapped, when a dm-verity tree follows
+	// the filesystem (checkVeritySeal): every write is refused.
+	sealed error
 
 	gdt   []byte // every group descriptor, descSize bytes each
 	cache *blockCache

@@ -87,6 +87,11 @@ func openOn(f *os.File, path string, o Options, locked bool) (*Image, error) {
 		}
 		img.resetState()
 	}
+	if !img.ro {
+		if err := img.checkVeritySeal(o.DropVerity); err != nil {
+			return nil, err
+		}
+	}
 	if !img.ro && img.writeRefusal == nil {
 		if err := img.checkJournalClean(); err != nil {
 			return nil, err
@@ -218,6 +223,9 @@ const (
 
 // writePolicy returns why this image may not be written, or nil.
 func (img *Image) writePolicy() error {
+	if img.sealed != nil {
+		return img.sealed
+	}
 	sb := img.sb
 	if sb.hasIncompat(incompatRecover) {
 		return fmt.Errorf("%w: the journal holds unreplayed transactions (mount and unmount it, or run e2fsck -fy, first)", ErrNeedsRecovery)

@@ -1,6 +1,7 @@
 package imagepull
 
 import (
+	"crypto/sha256"
 	"debug/elf"
 	"errors"
 	"fmt"
@@ -523,4 +524,21 @@ func goarch(m elf.Machine, c elf.Class) string {
 		return "loong64"
 	}
 	return "<the image's architecture>"
+}
+
+// FinalizeID names what DefaultFinalize(nil, opts) does to an image, for
+// a pull cache's key (PullOptions.FinalizeID): the agent binary's digest,
+// the guest assets' version (guestassets.Digest) and the init choice. Two
+// pulls with equal IDs finalize equal images.
+func (o InjectOptions) FinalizeID() (string, error) {
+	a, err := openAgent(o)
+	if err != nil {
+		return "", err
+	}
+	defer a.f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(a.f, 0, 1<<62)); err != nil {
+		return "", fmt.Errorf("agent binary: %w", err)
+	}
+	return fmt.Sprintf("inject agent=sha256:%x assets=%s init=%s arch-mismatch=%t", h.Sum(nil), guestassets.Digest(), o.Init, o.AllowArchMismatch), nil
 }

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/banger/ext4kit/imagepull/verity"
 	"github.com/banger/ext4kit/internal/filelock"
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -47,6 +48,18 @@ type PullOptions struct {
 	// Progress, when set, receives the layers' bytes as they are read and
 	// the build's counts (see ProgressEvent). Nil reports nothing.
 	Progress func(ProgressEvent)
+	// Verity, when set, seals rootfs.ext4 with a dm-verity hash tree
+	// after the filesystem (SealVerity) and records it in image.json's
+	// "verity"; its zero value derives the salt from the image.
+	Verity *verity.Options
+	// Cache, when set, keeps the finished image and publishes later pulls
+	// of the same image with the same options from it without reading a
+	// layer (see Cache). With a Finalize step it needs FinalizeID.
+	Cache *Cache
+	// FinalizeID says what Finalize does, for Cache's key: two pulls
+	// whose steps have equal IDs must finalize images identically
+	// (InjectOptions.FinalizeID describes DefaultFinalize's injection).
+	FinalizeID string
 	// Warnf receives notes on layer entries skipped or changed; Logf
 	// progress. Nil discards.
 	Warnf, Logf func(format string, args ...any)
@@ -90,7 +103,9 @@ type ProgressEvent struct {
 type PullResult struct {
 	Rootfs   string // OUTDIR/rootfs.ext4
 	Metadata *ImageMetadata
-	Stats    *BuildStats
+	Stats    *BuildStats // zero when Cached
+	// Cached: published from PullOptions.Cache; no layer was read.
+	Cached bool
 }
 
 // Pull makes OUTDIR/rootfs.ext4 (and image.json, and the boot artifacts
@@ -138,6 +153,33 @@ func Pull(ctx context.Context, source, outdir string, opts PullOptions) (res *Pu
 	logf("fetched %s: %s, %d layers, manifest %s", source, fetched.Platform.String(), len(fetched.Layers), fetched.ManifestDigest)
 	if opts.Progress != nil {
 		reportFetch(fetched, opts.Progress)
+	}
+
+	// The cache: a complete entry for this image and these options is
+	// published as it is; otherwise this pull fills it (holding its lock,
+	// so a concurrent pull of the same key waits, then publishes it).
+	var entry *cacheEntry
+	if opts.Cache != nil {
+		key, err := opts.cacheKeyOf(fetched)
+		if err != nil {
+			return nil, err
+		}
+		if entry, err = opts.Cache.lock(ctx, key); err != nil {
+			return nil, err
+		}
+		defer entry.unlock()
+		cached, ok, err := entry.meta()
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			meta, err := entry.publishFrom(cached, fetched, outdir, opts.BootArtifacts)
+			if err != nil {
+				return nil, err
+			}
+			logf("staged %s from the pull cache (%s)", filepath.Join(outdir, RootfsName), key)
+			return &PullResult{Rootfs: filepath.Join(outdir, RootfsName), Metadata: meta, Stats: &BuildStats{}, Cached: true}, nil
+		}
 	}
 
 	// BuildExt4 into a temp file beside the final name, created with
@@ -202,13 +244,31 @@ func Pull(ctx context.Context, source, outdir string, opts PullOptions) (res *Pu
 			return nil, errors.Join(fmt.Errorf("stage: boot artifacts: %w", err), img.Close())
 		}
 	}
+	fsSize := img.Size()
 	if err := img.Close(); err != nil {
 		return nil, fmt.Errorf("commit %s: %w", tmpPath, err)
+	}
+	var sealed *VerityMetadata
+	if opts.Verity != nil {
+		if sealed, err = sealTemp(tmpPath, built, fsSize, opts.Verity); err != nil {
+			return nil, fmt.Errorf("seal %s: %w", tmpPath, err)
+		}
+		logf("sealed %s: dm-verity root hash %s", tmpPath, sealed.RootHash)
 	}
 
 	// Stage: publish rootfs.ext4, image.json and the boot artifacts.
 	meta := fetched.Metadata(stats)
 	meta.Init = string(initSys)
+	meta.Verity = sealed
+	if entry != nil {
+		// The cache is a shortcut, not the product: a fill that fails
+		// leaves no entry and the pull goes on.
+		if err := entry.fill(tmpPath, built, arts, meta); err != nil {
+			logf("warning: pull cache: not kept: %v", err)
+		} else if err := opts.Cache.evict(entry.key); err != nil {
+			logf("warning: pull cache: eviction: %v", err)
+		}
+	}
 	err = publish(tmpPath, built, outdir, meta, opts.BootArtifacts, arts)
 	arts = nil // published, or removed by publish
 	if err != nil {

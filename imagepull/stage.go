@@ -55,6 +55,9 @@ type ImageMetadata struct {
 	// (systemd, sysvinit, openrc, busybox) when Pull's Finalize step ran
 	// InjectGuestAgents; empty when no agents were injected.
 	Init string `json:"init,omitempty"`
+	// Verity describes the dm-verity hash tree that seals rootfs.ext4
+	// (PullOptions.Verity); absent when the image is not sealed.
+	Verity *VerityMetadata `json:"verity,omitempty"`
 }
 
 // LayerMetadata describes one layer as the source stored it.

@@ -39,10 +39,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	scriptPath := fl.String("f", "", "run the requests in `SCRIPT` (- for standard input)")
 	request := fl.String("R", "", "run the single `REQUEST`")
 	resize := fl.String("resize", "", "resize the filesystem and the image file to `SIZE` (bytes, K/M/G/T suffix, +SIZE to grow by, or min)")
+	dropVerity := fl.Bool("drop-verity", false, "with -w or -resize: remove a dm-verity hash tree that seals the image (edits of a sealed image are refused)")
 	demo := fl.String("demo", "", "write the embedded demo rootfs and guest-agent assets to `DIR`, inject them, show the result")
 	fl.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ext4edit [-w] [-f SCRIPT|-] [-R REQUEST] IMAGE")
-		fmt.Fprintln(stderr, "       ext4edit -resize SIZE|+SIZE|min IMAGE")
+		fmt.Fprintln(stderr, "usage: ext4edit [-w [-drop-verity]] [-f SCRIPT|-] [-R REQUEST] IMAGE")
+		fmt.Fprintln(stderr, "       ext4edit -resize SIZE|+SIZE|min [-drop-verity] IMAGE")
 		fmt.Fprintln(stderr, "       ext4edit -demo DIR")
 		fl.PrintDefaults()
 	}
@@ -50,7 +51,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *demo != "" {
-		if fl.NArg() != 0 || *scriptPath != "" || *request != "" || *writable {
+		if fl.NArg() != 0 || *scriptPath != "" || *request != "" || *writable || *dropVerity {
 			fl.Usage()
 			return 2
 		}
@@ -61,9 +62,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fl.Usage()
 			return 2
 		}
-		return runResize(*resize, fl.Arg(0), stdout, stderr)
+		return runResize(*resize, fl.Arg(0), &ext4edit.Options{DropVerity: *dropVerity}, stdout, stderr)
 	}
-	if fl.NArg() != 1 || (*scriptPath != "" && *request != "") {
+	if fl.NArg() != 1 || (*scriptPath != "" && *request != "") || (*dropVerity && !*writable) {
 		fl.Usage()
 		return 2
 	}
@@ -82,7 +83,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		in = f
 	}
 
-	img, err := ext4edit.Open(fl.Arg(0), &ext4edit.Options{ReadOnly: !*writable})
+	img, err := ext4edit.Open(fl.Arg(0), &ext4edit.Options{ReadOnly: !*writable, DropVerity: *dropVerity})
 	if err != nil {
 		fmt.Fprintln(stderr, "ext4edit:", err)
 		return 2

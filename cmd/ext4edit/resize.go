@@ -64,13 +64,13 @@ func parseResizeSize(s string) (resizeTarget, error) {
 
 // runResize resizes the image file and prints the old and the new size.
 // Exit 0 done, 1 failed (the image unchanged), 2 usage.
-func runResize(arg, path string, stdout, stderr io.Writer) int {
+func runResize(arg, path string, opts *ext4edit.Options, stdout, stderr io.Writer) int {
 	t, err := parseResizeSize(arg)
 	if err != nil {
 		fmt.Fprintln(stderr, "ext4edit: -resize:", err)
 		return 2
 	}
-	img, err := ext4edit.Open(path, nil)
+	img, err := ext4edit.Open(path, opts)
 	if err != nil {
 		fmt.Fprintln(stderr, "ext4edit:", err)
 		return 1

@@ -2,7 +2,10 @@
 //
 //	imagepull inject [--agent PATH] [--allow-arch-mismatch] [--init auto|systemd|sysvinit|openrc|busybox] IMAGE
 //	imagepull apply-ownership --layer FILE [--layer FILE ...] IMAGE
-//	imagepull pull [--platform OS/ARCH[/VARIANT]] [--size auto|SIZE] [--max-size SIZE] [--kernel-from-image] [--no-agents] [--agent PATH] [--init INIT] [--insecure] [--json] SOURCE OUTDIR
+//	imagepull pull [--platform OS/ARCH[/VARIANT]] [--size auto|SIZE] [--max-size SIZE] [--kernel-from-image] [--no-agents] [--agent PATH] [--init INIT] [--verity [--verity-salt HEX]] [--insecure] [--json] SOURCE OUTDIR
+//	imagepull verity [--salt HEX] IMAGE
+//	imagepull verity --check IMAGE ROOT_HASH
+//	imagepull clone [--size SIZE] SRC DST
 //
 // inject installs the guest assets (network bootstrap, vsock agent, and
 // what starts them at boot for the image's init: systemd units,
@@ -15,8 +18,11 @@
 // plain, OCI whiteouts honoured) on IMAGE's paths. pull makes
 // OUTDIR/rootfs.ext4 and OUTDIR/image.json from an image (see
 // `imagepull pull --help`: --no-agents and --kernel-from-image, with the
-// aliases --no-agent and --boot-artifacts; --insecure; --json); it draws
-// its progress on stderr when that is a terminal.
+// aliases --no-agent and --boot-artifacts; --verity seals the image with
+// a dm-verity hash tree; --insecure; --json); it draws its progress on
+// stderr when that is a terminal. verity seals an existing image, or with
+// --check verifies one against a root hash. clone copies an image for one
+// VM (a reflink where the host can) and grows the copy.
 //
 // Exit status: 0 done, 1 the operation failed (the message says why), 2
 // usage error.
@@ -36,7 +42,10 @@ import (
 const usage = `usage:
   imagepull inject [--agent PATH] [--allow-arch-mismatch] [--init auto|systemd|sysvinit|openrc|busybox] IMAGE
   imagepull apply-ownership --layer FILE [--layer FILE ...] IMAGE
-  imagepull pull [--platform OS/ARCH[/VARIANT]] [--size auto|SIZE] [--max-size SIZE] [--kernel-from-image] [--no-agents] [--agent PATH] [--init INIT] [--insecure] [--json] SOURCE OUTDIR
+  imagepull pull [--platform OS/ARCH[/VARIANT]] [--size auto|SIZE] [--max-size SIZE] [--kernel-from-image] [--no-agents] [--agent PATH] [--init INIT] [--verity [--verity-salt HEX]] [--insecure] [--json] SOURCE OUTDIR
+  imagepull verity [--salt HEX] IMAGE
+  imagepull verity --check IMAGE ROOT_HASH
+  imagepull clone [--size SIZE] SRC DST
 `
 
 func main() {
@@ -53,6 +62,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return inject(args[1:], stdout, stderr)
 	case "pull":
 		return pull(args[1:], stdout, stderr)
+	case "clone":
+		return cloneCmd(args[1:], stdout, stderr)
+	case "verity":
+		return verityCmd(args[1:], stdout, stderr)
 	case "apply-ownership":
 		return applyOwnership(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":

@@ -20,6 +20,7 @@ import (
 
 const pullUsage = `usage: imagepull pull [--platform OS/ARCH[/VARIANT]] [--size auto|SIZE] [--max-size SIZE]
                      [--kernel-from-image] [--no-agents] [--agent PATH] [--init INIT]
+                     [--verity [--verity-salt HEX]] [--cache DIR [--cache-max SIZE]]
                      [--insecure] [--json] SOURCE OUTDIR
 
 SOURCE is a registry reference (docker.io/library/debian:bookworm), oci:DIR[:TAG]
@@ -47,6 +48,22 @@ initrd (mode 0644 less the umask).
                                 (detect; fail if the image has none), systemd,
                                 sysvinit, openrc or busybox (default: detect,
                                 systemd if none is found); image.json records it
+  --verity                      seal rootfs.ext4 with a dm-verity hash tree after
+                                the filesystem (veritysetup's format 1, sha256, 4
+                                KiB blocks); image.json's "verity" records the
+                                root hash, salt, offsets and the kernel command
+                                line that opens it; edits of the sealed image are
+                                refused (ext4edit -drop-verity removes the tree)
+  --verity-salt HEX             the tree's salt (default: derived from the image,
+                                so equal pulls give equal bytes)
+  --cache DIR                   keep the finished image in DIR under its manifest
+                                digest and these options (agent binary, assets,
+                                init, size, verity, platform); a later pull of
+                                the same image resolves the manifest only and
+                                publishes from DIR (a reflink where the host
+                                filesystem can) without reading a layer
+  --cache-max SIZE              after a pull fills DIR, remove its least
+                                recently used images until it holds at most SIZE
   --insecure                    reach SOURCE's registry (that host only) over
                                 plain HTTP or TLS without certificate checks
   --json                        print one JSON object (outputs, digests) on
@@ -88,6 +105,10 @@ type pullJSON struct {
 	SizeEstimated  bool            `json:"sizeEstimated"`
 	AgentsInjected bool            `json:"agentsInjected"`
 	Init           string          `json:"init,omitempty"` // the agents' init system
+	// Cached: published from --cache without reading a layer.
+	Cached bool `json:"cached,omitempty"`
+	// Verity is image.json's "verity" object when --verity sealed the image.
+	Verity *imagepull.VerityMetadata `json:"verity,omitempty"`
 }
 
 type pullJSONLayer struct {
@@ -114,6 +135,10 @@ func pull(args []string, stdout, stderr io.Writer) int {
 	agent := fl.String("agent", "", "banger-vsock-agent binary to install (default: next to this executable)")
 	var initSys imagepull.InitSystem
 	fl.Func("init", initFlagUsage, initFlag(&initSys))
+	sealVerity := fl.Bool("verity", false, "seal rootfs.ext4 with a dm-verity hash tree")
+	veritySalt := fl.String("verity-salt", "", "dm-verity salt in `HEX` (default: derived from the image)")
+	cacheDir := fl.String("cache", "", "pull cache `DIR`")
+	cacheMax := fl.String("cache-max", "", "pull cache size limit (bytes or K/M/G/T)")
 	insecure := fl.Bool("insecure", false, "plain HTTP and unverified TLS for SOURCE's registry only")
 	asJSON := fl.Bool("json", false, "print one JSON object with the outputs and digests on stdout")
 	var pos []string
@@ -188,6 +213,41 @@ func pull(args []string, stdout, stderr io.Writer) int {
 	default:
 		opts.Finalize = pullFinalizeFor(*agent, initSys)
 	}
+	if *veritySalt != "" && !*sealVerity {
+		fmt.Fprintf(stderr, "imagepull pull: --verity-salt needs --verity\n")
+		return 2
+	}
+	if *sealVerity {
+		vo, err := verityOptions(*veritySalt)
+		if err != nil {
+			fmt.Fprintf(stderr, "imagepull pull: --verity-salt: %v\n", err)
+			return 2
+		}
+		opts.Verity = vo
+	}
+	if *cacheMax != "" && *cacheDir == "" {
+		fmt.Fprintf(stderr, "imagepull pull: --cache-max needs --cache\n")
+		return 2
+	}
+	if *cacheDir != "" {
+		opts.Cache = &imagepull.Cache{Dir: *cacheDir}
+		if *cacheMax != "" {
+			n, err := parseSize(*cacheMax)
+			if err != nil {
+				fmt.Fprintf(stderr, "imagepull pull: --cache-max: %v\n", err)
+				return 2
+			}
+			opts.Cache.MaxBytes = n
+		}
+		if !noAgents {
+			id, err := imagepull.InjectOptions{AgentPath: *agent, Init: initSys}.FinalizeID()
+			if err != nil {
+				fmt.Fprintf(stderr, "imagepull pull: %v\n", err)
+				return 1
+			}
+			opts.FinalizeID = id
+		}
+	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// A build's live heap is tens of MiB; without a limit the GC lets
 		// garbage double it. Stay near the pipeline's 128 MiB budget.
@@ -219,6 +279,8 @@ func pull(args []string, stdout, stderr io.Writer) int {
 			SizeEstimated:  m.Rootfs.SizeEstimated,
 			AgentsInjected: opts.Finalize != nil,
 			Init:           m.Init,
+			Verity:         m.Verity,
+			Cached:         res.Cached,
 		}
 		if m.Kernel != nil {
 			out.Kernel = filepath.Join(outdir, m.Kernel.File)
@@ -252,6 +314,9 @@ func pull(args []string, stdout, stderr io.Writer) int {
 		if a != nil {
 			fmt.Fprintf(stdout, "%s: %s from the image\n", filepath.Join(outdir, a.File), a.ImagePath)
 		}
+	}
+	if v := m.Verity; v != nil {
+		fmt.Fprintf(stdout, "dm-verity: root hash %s, tree at byte %d (kernel command line in image.json)\n", v.RootHash, v.HashOffset)
 	}
 	q := shellQuote(res.Rootfs)
 	fmt.Fprintf(stdout, "inspect: %s -R 'ls -l /' %s\n", ext4editCommand(), q)

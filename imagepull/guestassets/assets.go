@@ -63,7 +63,10 @@
 package guestassets
 
 import (
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
+	"fmt"
 	"io/fs"
 	"path"
 )
@@ -162,3 +165,26 @@ func ModulesLoad() []byte { return embedded("banger-vsock.conf") }
 
 // FS exposes the embedded files (under "files/") for tests and tools.
 func FS() fs.FS { return files }
+
+// Digest identifies this version of every asset text (the systemd set and
+// the per-init files, names and contents): "sha256:" and 64 hex digits.
+// A pull cache keys finished images by it, so changing any asset makes
+// new images instead of reusing old ones.
+func Digest() string {
+	h := sha256.New()
+	for _, fsys := range []fs.FS{files, initFiles} {
+		_ = fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			b, err := fs.ReadFile(fsys, p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(h, "%s\x00%d\x00", p, len(b))
+			h.Write(b)
+			return nil
+		})
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 	"time"
 )
@@ -109,15 +110,18 @@ func openBackup(path string, opts *CheckOptions) (*Image, uint64, error) {
 
 // descLocationsOK is ext2fs_check_desc's test: every group's bitmaps and
 // inode table inside its group (the whole filesystem with flex_bg), clear
-// of the superblocks and descriptor tables and of each other.
+// of the superblocks and descriptor tables and of each other. It sorts
+// the groups' metadata ranges rather than marking a bitmap of the
+// filesystem: a few words per group.
 func descLocationsOK(img *Image) bool {
-	seen := make([]byte, (img.blocksCount+7)/8)
+	ranges := make([][2]uint64, 0, 4*uint64(img.groupCount))
 	for g := uint32(0); g < img.groupCount; g++ {
-		img.superAndDescBlocks(g, func(blk uint64) {
-			if blk < img.blocksCount {
-				setBit(seen, blk)
+		if first, end := img.groupFirstBlock(g), img.metaEnd(g); end > first {
+			if first == 0 && img.bs == 1024 {
+				first = 1
 			}
-		})
+			ranges = append(ranges, [2]uint64{first, end})
+		}
 	}
 	flex := img.incompat.has(incompatFlexBG)
 	for g := uint32(0); g < img.groupCount; g++ {
@@ -127,15 +131,16 @@ func descLocationsOK(img *Image) bool {
 			lo, hi = img.groupFirstBlock(g), img.groupFirstBlock(g)+uint64(img.groupBlocks(g))
 		}
 		for _, r := range [][2]uint64{{d.blockBitmap(), 1}, {d.inodeBitmap(), 1}, {d.inodeTable(), uint64(img.itableBlocks)}} {
-			if r[0] < lo || r[0]+r[1] > hi {
+			if r[0] < lo || r[0]+r[1] > hi || r[0]+r[1] < r[0] {
 				return false
 			}
-			for b := r[0]; b < r[0]+r[1]; b++ {
-				if testBit(seen, b) {
-					return false
-				}
-				setBit(seen, b)
-			}
+			ranges = append(ranges, [2]uint64{r[0], r[0] + r[1]})
+		}
+	}
+	sort.Slice(ranges, func(i, j int) bool { return ranges[i][0] < ranges[j][0] })
+	for i := 1; i < len(ranges); i++ {
+		if ranges[i][0] < ranges[i-1][1] {
+			return false
 		}
 	}
 	return true

@@ -24,15 +24,13 @@ func (c *checker) passInodes() {
 		if n == 0 {
 			continue
 		}
-		table := make([]byte, uint64(n)*isz)
-		bs := uint64(img.bs)
-		for off := uint64(0); off < uint64(len(table)); off += bs {
-			end := min(off+bs, uint64(len(table)))
-			if err := img.readBlock(d.inodeTable()+off/bs, c.blockBuf); err != nil {
-				c.problem(KindUnreadable, fmt.Sprintf("group %d", g), "", "inode table: %v", err)
-				return
-			}
-			copy(table[off:end], c.blockBuf)
+		if need := int(uint64(n) * isz); cap(c.table) < need {
+			c.table = make([]byte, need)
+		}
+		table := c.table[:uint64(n)*isz]
+		if err := c.readBlocks(d.inodeTable(), table); err != nil {
+			c.problem(KindUnreadable, fmt.Sprintf("group %d", g), "", "inode table: %v", err)
+			return
 		}
 		for i := uint32(0); i < n; i++ {
 			ino := g*img.ipg + i + 1
@@ -50,33 +48,31 @@ func (c *checker) inode(in *inode) {
 		return
 	}
 	if reserved && ino != rootIno && ino != journalIno && ino != resizeIno && in.mode() == 0 {
-		c.inodes[ino] = &inodeFacts{} // reserved and empty: in use by definition
+		c.inodes.add(ino, inodeFacts{}) // reserved and empty: in use by definition
 		return
 	}
 	if reserved && in.links() == 0 && ino != rootIno {
 		if ino == journalIno && !c.sb.hasCompat(compatHasJournal) {
-			c.inodes[ino] = &inodeFacts{}
+			c.inodes.add(ino, inodeFacts{})
 			return
 		}
 		if ino == resizeIno && in.mode() == 0 {
-			c.inodes[ino] = &inodeFacts{}
+			c.inodes.add(ino, inodeFacts{})
 			return
 		}
 	}
-	name := inodeName(ino)
-	f := &inodeFacts{mode: in.mode(), links: in.links()}
-	c.inodes[ino] = f
+	f := c.inodes.add(ino, inodeFacts{mode: in.mode(), links: in.links(), gen: in.generation()})
 	c.rep.Inodes++
 	if c.sb.metadataCsum() && img.storedInodeCsum(in) != img.inodeCsum(in) {
-		c.problem(KindInodeChecksum, name, "", "checksum 0x%08x, computed 0x%08x", img.storedInodeCsum(in), img.inodeCsum(in))
+		c.problem(KindInodeChecksum, inodeName(ino), "", "checksum 0x%08x, computed 0x%08x", img.storedInodeCsum(in), img.inodeCsum(in))
 	}
 	if len(in.b) > goodOldInodeSize {
 		if x := in.extraIsize(); x > uint32(len(in.b))-goodOldInodeSize || x%4 != 0 {
-			c.problem(KindInodeExtra, name, "", "i_extra_isize %d (inode size %d)", x, len(in.b))
+			c.problem(KindInodeExtra, inodeName(ino), "", "i_extra_isize %d (inode size %d)", x, len(in.b))
 		}
 	}
 	if in.links() > 0 && le32(in.b, iDtime) != 0 && le32(c.sb.b, sbLastOrphan) == 0 && !reserved {
-		c.problem(KindInodeDtime, name, "", "in use (links %d) but deleted at %d", in.links(), le32(in.b, iDtime))
+		c.problem(KindInodeDtime, inodeName(ino), "", "in use (links %d) but deleted at %d", in.links(), le32(in.b, iDtime))
 	}
 	typ := in.mode() & sIFMT
 	switch typ {
@@ -85,7 +81,7 @@ func (c *checker) inode(in *inode) {
 		if ino == resizeIno && in.mode() == 0 {
 			break
 		}
-		c.problem(KindInodeMode, name, "", "mode 0%o is no file type", in.mode())
+		c.problem(KindInodeMode, inodeName(ino), "", "mode 0%o is no file type", in.mode())
 		return
 	}
 	switch {
@@ -96,15 +92,15 @@ func (c *checker) inode(in *inode) {
 	}
 	fl := in.flags()
 	if fl&flagExtents != 0 && !c.sb.hasIncompat(incompatExtents) {
-		c.problem(KindInodeFlags, name, "", "extent-mapped without the extent feature")
+		c.problem(KindInodeFlags, inodeName(ino), "", "extent-mapped without the extent feature")
 		return
 	}
 	if fl&flagInlineData != 0 && !c.sb.hasIncompat(incompatInlineData) {
-		c.problem(KindInodeFlags, name, "", "inline data without the inline_data feature")
+		c.problem(KindInodeFlags, inodeName(ino), "", "inline data without the inline_data feature")
 		return
 	}
 	if fl&flagIndex != 0 && typ != sIFDIR {
-		c.problem(KindInodeFlags, name, "", "hash-indexed flag on a non-directory")
+		c.problem(KindInodeFlags, inodeName(ino), "", "hash-indexed flag on a non-directory")
 	}
 	var blocks uint64 // fs blocks this inode owns, attribute block included
 	if acl := in.fileACL(); acl != 0 {
@@ -131,15 +127,15 @@ func (c *checker) inode(in *inode) {
 	blocks += m.blocks
 	if typ == sIFLNK && fl&flagInlineData == 0 {
 		if in.size() == 0 || in.size() >= uint64(img.bs) {
-			c.problem(KindSymlink, name, "", "symlink of %d bytes", in.size())
+			c.problem(KindSymlink, inodeName(ino), "", "symlink of %d bytes", in.size())
 		} else if m.blocks == 0 && in.size() >= iBlockLen {
-			c.problem(KindSymlink, name, "", "slow symlink of %d bytes has no block", in.size())
+			c.problem(KindSymlink, inodeName(ino), "", "slow symlink of %d bytes has no block", in.size())
 		}
 	}
 	if ino != journalIno || true {
 		want := blocks * uint64(img.bs/512)
 		if got := in.blocks512(img); got != want && !m.bad {
-			c.problem(KindInodeBlocks, name, "", "i_blocks is %d, counted %d", got, want)
+			c.problem(KindInodeBlocks, inodeName(ino), "", "i_blocks is %d, counted %d", got, want)
 		}
 	}
 	if !m.bad && fl&flagInlineData == 0 {
@@ -147,15 +143,19 @@ func (c *checker) inode(in *inode) {
 		switch typ {
 		case sIFDIR:
 			if m.blocks > 0 && (size%bs != 0 || size/bs != uint64(m.last)+1) {
-				c.problem(KindInodeSize, name, "", "directory size %d for %d blocks through block %d", size, m.blocks, m.last)
+				c.problem(KindInodeSize, inodeName(ino), "", "directory size %d for %d blocks through block %d", size, m.blocks, m.last)
 			}
 		case sIFREG:
 			if m.lastInit >= 0 && size < uint64(m.lastInit)*bs {
-				c.problem(KindInodeSize, name, "", "size %d ends before block %d", size, m.lastInit)
+				c.problem(KindInodeSize, inodeName(ino), "", "size %d ends before block %d", size, m.lastInit)
 			}
 		}
 	}
-	if typ == sIFDIR && fl&flagInlineData == 0 {
+	switch {
+	case typ == sIFDIR && fl&flagInlineData != 0:
+		f.dir = &dirBlocks{inline: append([]byte(nil), in.b...)}
+		c.dirs = append(c.dirs, ino)
+	case typ == sIFDIR:
 		f.dir = &dirBlocks{lblks: m.lblks, pblks: m.pblks, index: fl&flagIndex != 0}
 		c.dirs = append(c.dirs, ino)
 	}
@@ -184,9 +184,8 @@ func (c *checker) walkExtents(in *inode) blockMap {
 // entries must lie in [lo, hi) logical blocks; depth -1 takes the
 // header's.
 func (c *checker) extentNode(in *inode, b []byte, root bool, depth int, lo, hi uint64, m *blockMap, keep bool) {
-	name := inodeName(in.ino)
 	if le16(b, ehMagic) != extentMagic {
-		c.problem(KindExtentTree, name, "", "bad extent header magic 0x%04x", le16(b, ehMagic))
+		c.problem(KindExtentTree, inodeName(in.ino), "", "bad extent header magic 0x%04x", le16(b, ehMagic))
 		m.bad = true
 		return
 	}
@@ -196,12 +195,12 @@ func (c *checker) extentNode(in *inode, b []byte, root bool, depth int, lo, hi u
 		wantMax = (int(c.img.bs) - ehSize) / entrySize
 	}
 	if d > maxExtentDepth || (depth >= 0 && d != depth) {
-		c.problem(KindExtentTree, name, "", "extent node depth %d (expected %d)", d, depth)
+		c.problem(KindExtentTree, inodeName(in.ino), "", "extent node depth %d (expected %d)", d, depth)
 		m.bad = true
 		return
 	}
 	if mx == 0 || mx > wantMax || n > mx {
-		c.problem(KindExtentTree, name, "", "extent node holds %d entries of at most %d (room for %d)", n, mx, wantMax)
+		c.problem(KindExtentTree, inodeName(in.ino), "", "extent node holds %d entries of at most %d (room for %d)", n, mx, wantMax)
 		m.bad = true
 		return
 	}
@@ -210,7 +209,7 @@ func (c *checker) extentNode(in *inode, b []byte, root bool, depth int, lo, hi u
 		e := b[ehSize+i*entrySize : ehSize+(i+1)*entrySize]
 		start := uint64(le32(e, eeBlock))
 		if start < prevEnd || start >= hi {
-			c.problem(KindExtentTree, name, "", "extent entry %d at logical block %d out of order or range [%d, %d)", i, start, prevEnd, hi)
+			c.problem(KindExtentTree, inodeName(in.ino), "", "extent entry %d at logical block %d out of order or range [%d, %d)", i, start, prevEnd, hi)
 			m.bad = true
 			return
 		}
@@ -227,14 +226,14 @@ func (c *checker) extentNode(in *inode, b []byte, root bool, depth int, lo, hi u
 			m.blocks++
 			cb := make([]byte, c.img.bs)
 			if err := c.img.readBlock(child, cb); err != nil {
-				c.problem(KindExtentTree, name, "", "extent node %d: %v", child, err)
+				c.problem(KindExtentTree, inodeName(in.ino), "", "extent node %d: %v", child, err)
 				m.bad = true
 				return
 			}
 			if c.sb.metadataCsum() && le16(cb, ehMagic) == extentMagic {
 				off := ehSize + entrySize*int(le16(cb, ehMax))
 				if off+4 <= len(cb) && le32(cb, off) != crc32cRaw(c.img.inodeCsumSeed(in), cb[:off]) {
-					c.problem(KindExtentChecksum, name, "", "extent block %d checksum mismatch", child)
+					c.problem(KindExtentChecksum, inodeName(in.ino), "", "extent block %d checksum mismatch", child)
 				}
 			}
 			c.extentNode(in, cb, false, d-1, start, next, m, keep)
@@ -250,13 +249,13 @@ func (c *checker) extentNode(in *inode, b []byte, root bool, depth int, lo, hi u
 			l -= maxInitLen
 		}
 		if l == 0 || start+l > hi {
-			c.problem(KindExtentTree, name, "", "extent at logical block %d of %d blocks out of range", start, l)
+			c.problem(KindExtentTree, inodeName(in.ino), "", "extent at logical block %d of %d blocks out of range", start, l)
 			m.bad = true
 			return
 		}
 		p := extentPblk(e)
 		if p+l < p || p < uint64(c.img.firstDataBlock) || p+l > c.img.blocksCount {
-			c.problem(KindBlockRange, name, "", "extent of blocks %d-%d outside the filesystem", p, p+l-1)
+			c.problem(KindBlockRange, inodeName(in.ino), "", "extent of blocks %d-%d outside the filesystem", p, p+l-1)
 			m.bad = true
 			return
 		}
@@ -354,22 +353,21 @@ func (c *checker) indirect(in *inode, p uint64, level int, base uint64, m *block
 // xattrBlock checks in's attribute block (once per block; its users are
 // counted for the refcount check) and returns the blocks it adds to in.
 func (c *checker) xattrBlock(in *inode, blk uint64) uint64 {
-	name := inodeName(in.ino)
 	if x, ok := c.xattr[blk]; ok {
 		x.users++
 		return 1
 	}
 	if blk < uint64(c.img.firstDataBlock) || blk >= c.img.blocksCount {
-		c.problem(KindXattrBlock, name, "", "attribute block %d outside the filesystem", blk)
+		c.problem(KindXattrBlock, inodeName(in.ino), "", "attribute block %d outside the filesystem", blk)
 		return 0
 	}
 	b := make([]byte, c.img.bs)
 	if err := c.img.readBlock(blk, b); err != nil {
-		c.problem(KindXattrBlock, name, "", "attribute block %d: %v", blk, err)
+		c.problem(KindXattrBlock, inodeName(in.ino), "", "attribute block %d: %v", blk, err)
 		return 0
 	}
 	if le32(b, 0) != 0xEA020000 {
-		c.problem(KindXattrBlock, name, "", "attribute block %d: bad magic 0x%08x", blk, le32(b, 0))
+		c.problem(KindXattrBlock, inodeName(in.ino), "", "attribute block %d: bad magic 0x%08x", blk, le32(b, 0))
 		return 0
 	}
 	if !c.claim(in.ino, blk, "") {
@@ -378,10 +376,10 @@ func (c *checker) xattrBlock(in *inode, blk uint64) uint64 {
 	x := &xattrFacts{refcount: le32(b, 4), users: 1}
 	c.xattr[blk] = x
 	if n := le32(b, 8); n != 1 {
-		c.problem(KindXattrBlock, name, "", "attribute block %d: h_blocks %d", blk, n)
+		c.problem(KindXattrBlock, inodeName(in.ino), "", "attribute block %d: h_blocks %d", blk, n)
 	}
 	if c.sb.metadataCsum() && le32(b, xattrHdrChecksum) != c.img.xattrBlockCsum(blk, b) {
-		c.problem(KindXattrBlock, name, "", "attribute block %d: checksum mismatch", blk)
+		c.problem(KindXattrBlock, inodeName(in.ino), "", "attribute block %d: checksum mismatch", blk)
 	}
 	return 1
 }

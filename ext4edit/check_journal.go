@@ -15,7 +15,8 @@ func (c *checker) checkJournal() {
 		c.rep.NotChecked = append(c.rep.NotChecked, "external journal")
 		return
 	}
-	f, ok := c.inodes[jino]
+	f := c.inodes.get(jino)
+	ok := f != nil
 	if !ok || f.mode&sIFMT != sIFREG {
 		c.problem(KindJournal, inodeName(jino), "", "the journal inode is not a regular file in use")
 		return

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	_ "github.com/banger/ext4kit/internal/checkhook"
 	"io"
 	"io/fs"
 	"os"

@@ -3,6 +3,7 @@ package imagepull
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	_ "github.com/banger/ext4kit/internal/checkhook"
 	"io/fs"
 	"os"
 	"path/filepath"

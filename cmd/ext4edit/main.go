@@ -40,14 +40,28 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	request := fl.String("R", "", "run the single `REQUEST`")
 	resize := fl.String("resize", "", "resize the filesystem and the image file to `SIZE` (bytes, K/M/G/T suffix, +SIZE to grow by, or min)")
 	dropVerity := fl.Bool("drop-verity", false, "with -w or -resize: remove a dm-verity hash tree that seals the image (edits of a sealed image are refused)")
+	check := fl.Bool("check", false, "check IMAGE read-only like e2fsck -fn: exit 0 clean, 4 problems (one per line), 8 could not check")
+	asJSON := fl.Bool("json", false, "with -check: print the report as one JSON object")
 	demo := fl.String("demo", "", "write the embedded demo rootfs and guest-agent assets to `DIR`, inject them, show the result")
 	fl.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ext4edit [-w [-drop-verity]] [-f SCRIPT|-] [-R REQUEST] IMAGE")
 		fmt.Fprintln(stderr, "       ext4edit -resize SIZE|+SIZE|min [-drop-verity] IMAGE")
+		fmt.Fprintln(stderr, "       ext4edit -check [-json] IMAGE")
 		fmt.Fprintln(stderr, "       ext4edit -demo DIR")
 		fl.PrintDefaults()
 	}
 	if err := fl.Parse(args); err != nil {
+		return 2
+	}
+	if *check {
+		if fl.NArg() != 1 || *scriptPath != "" || *request != "" || *writable || *resize != "" || *demo != "" || *dropVerity {
+			fl.Usage()
+			return 2
+		}
+		return runCheck(fl.Arg(0), *asJSON, stdout, stderr)
+	}
+	if *asJSON {
+		fl.Usage()
 		return 2
 	}
 	if *demo != "" {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	_ "github.com/banger/ext4kit/internal/checkhook"
 	"os/exec"
 	"path/filepath"
 	"strings"

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"fmt"
+	_ "github.com/banger/ext4kit/internal/checkhook"
 	"os"
 	"path/filepath"
 	"strings"

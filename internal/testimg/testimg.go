@@ -6,6 +6,7 @@ package testimg
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -92,12 +93,39 @@ func MkfsFromDir(t testing.TB, dir, name, size, src string, opts ...string) stri
 }
 
 // Fsck runs e2fsck -fn and reports whether it found the image clean.
+// Where CheckHook is set it also runs the pure-Go checker, which must call
+// clean every image e2fsck calls clean (a dirty image it calls clean is
+// logged: the checker's documented misses).
 func Fsck(t testing.TB, img string) (bool, string) {
 	t.Helper()
 	Require(t, "e2fsck")
 	out, err := exec.Command("e2fsck", "-fn", img).CombinedOutput()
-	return err == nil, string(out)
+	clean := err == nil
+	if CheckHook != nil {
+		ok, report, cerr := CheckHook(img)
+		switch {
+		case errors.Is(cerr, ErrCheckUnsupported):
+			t.Logf("ext4edit.Check does not check %s: %v", img, cerr)
+		case cerr != nil && clean:
+			t.Errorf("ext4edit.Check could not check %s, which e2fsck -fn calls clean: %v", img, cerr)
+		case cerr == nil && clean && !ok:
+			t.Errorf("ext4edit.Check calls %s dirty, e2fsck -fn clean:\n%s\ne2fsck:\n%s", img, report, out)
+		case cerr == nil && !clean && ok:
+			t.Logf("ext4edit.Check calls %s clean, e2fsck -fn dirty (a miss):\n%s", img, out)
+		}
+	}
+	return clean, string(out)
 }
+
+// ErrCheckUnsupported: a CheckHook error wrapping it says the image has
+// a feature the checker declines (ext4edit.ErrUnsupportedFeature): its
+// "could not check" verdict, not a disagreement with e2fsck.
+var ErrCheckUnsupported = errors.New("feature not supported by the checker")
+
+// CheckHook, when a test package that can import ext4edit sets it, runs
+// ext4edit.Check on every image Fsck judges (see Fsck): clean, the
+// problems one per line, or why it could not check.
+var CheckHook func(img string) (clean bool, report string, err error)
 
 // RequireClean fails t unless e2fsck -fn finds img clean.
 func RequireClean(t testing.TB, img string) {

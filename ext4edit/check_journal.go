@@ -1,0 +1,88 @@
+package ext4edit
+
+// checkJournal checks the internal journal's inode and superblock; the
+// replay itself is the editor's read-only overlay (the report says when it
+// was needed).
+func (c *checker) checkJournal() {
+	if !c.sb.hasCompat(compatHasJournal) {
+		if c.sb.hasIncompat(incompatRecover) {
+			c.problem(KindJournal, "superblock", "", "needs_recovery set without a journal")
+		}
+		return
+	}
+	jino := le32(c.sb.b, sbJournalInum)
+	if jino == 0 {
+		c.rep.NotChecked = append(c.rep.NotChecked, "external journal")
+		return
+	}
+	f := c.inodes.get(jino)
+	ok := f != nil
+	if !ok || f.mode&sIFMT != sIFREG {
+		c.problem(KindJournal, inodeName(jino), "", "the journal inode is not a regular file in use")
+		return
+	}
+	raw := c.inodeRaw(jino)
+	in := &inode{ino: jino, b: raw}
+	var first uint64
+	if in.hasExtents() {
+		ib := in.iblock()
+		if le16(ib, ehMagic) == extentMagic && le16(ib, ehEntries) > 0 && le16(ib, ehDepth) == 0 {
+			first = extentPblk(ib[ehSize:])
+		}
+	} else {
+		first = uint64(le32(in.iblock(), 0))
+	}
+	if first == 0 || first >= c.img.blocksCount {
+		if first == 0 && le16(in.iblock(), ehDepth) > 0 {
+			c.rep.NotChecked = append(c.rep.NotChecked, "the journal superblock (journal with a deep extent tree)")
+			return
+		}
+		c.problem(KindJournal, inodeName(jino), "", "the journal has no first block")
+		return
+	}
+	b := make([]byte, c.img.bs)
+	if err := c.img.readBlock(first, b); err != nil {
+		c.problem(KindJournal, "journal", "", "journal superblock: %v", err)
+		return
+	}
+	if be.Uint32(b[0:]) != jMagic {
+		c.problem(KindJournal, "journal", "", "journal superblock magic 0x%08x", be.Uint32(b[0:]))
+		return
+	}
+	if t := be.Uint32(b[4:]); t != 3 && t != 4 {
+		c.problem(KindJournal, "journal", "", "journal superblock block type %d", t)
+	}
+	if bs := be.Uint32(b[12:]); bs != c.img.bs {
+		c.problem(KindJournal, "journal", "", "journal block size %d, filesystem %d", bs, c.img.bs)
+	}
+	if ml := be.Uint32(b[16:]); uint64(ml)*uint64(c.img.bs) > in.size() {
+		c.problem(KindJournal, "journal", "", "journal length %d blocks exceeds its inode (%d bytes)", ml, in.size())
+	}
+}
+
+// noteNotChecked lists what this image has that the checker does not
+// verify.
+func (c *checker) noteNotChecked() {
+	add := func(s string) { c.rep.NotChecked = append(c.rep.NotChecked, s) }
+	add("htree: the hash order of the entries in leaf blocks")
+	add("in-inode extended attributes")
+	add("backup superblocks and descriptor tables")
+	if c.sb.hasIncompat(incompatInlineData) {
+		add("inline data contents (inline_data)")
+	}
+	if le32(c.sb.b, sbLastOrphan) != 0 {
+		add("the orphan list (s_last_orphan is set: orphans counted as in use)")
+	}
+	if c.sb.hasCompat(compatOrphanFile) {
+		add("the orphan file's contents (orphan_file)")
+	}
+	if c.sb.hasIncompat(incompatMMP) {
+		add("multi-mount protection (mmp)")
+	}
+	if c.sb.hasIncompat(incompatEAInode) {
+		add("extended attribute inodes (ea_inode)")
+	}
+	if c.sb.hasRoCompat(roCompatQuota) || c.sb.hasRoCompat(roCompatProject) {
+		add("quota usage (quota, project)")
+	}
+}

@@ -45,6 +45,11 @@ func (c *checker) inode(in *inode) {
 	ino := in.ino
 	reserved := ino < c.sb.firstIno()
 	if in.links() == 0 && !reserved {
+		// A deleted inode carries its deletion time (e2fsck's "deleted
+		// inode has zero dtime").
+		if in.mode() != 0 && le32(in.b, iDtime) == 0 {
+			c.problem(KindInodeDtime, inodeName(ino), "", "deleted (no links) but its dtime is zero")
+		}
 		return
 	}
 	if reserved && ino != rootIno && ino != journalIno && ino != resizeIno && in.mode() == 0 {

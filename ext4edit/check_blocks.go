@@ -22,9 +22,10 @@ type checker struct {
 	xattr  map[uint64]*xattrFacts // attribute blocks by block number
 	dirs   []uint32               // directories in use, in inode order
 
-	blockBuf  []byte
-	table     []byte // one group's inode table, reused
-	lostFound uint32 // what / names lost+found
+	blockBuf   []byte
+	table      []byte // one group's inode table, reused
+	lostFound  uint32 // what / names lost+found
+	fromBackup bool   // opened through the group 1 backup (its overlay is not a replay)
 
 	rawIno   uint32 // the inode rawCache holds
 	rawCache []byte
@@ -123,7 +124,11 @@ func inodeName(ino uint32) string { return fmt.Sprintf("inode %d", ino) }
 func (c *checker) run() {
 	img := c.img
 	c.rep.Blocks = img.blocksCount
-	c.rep.NeedsRecovery = img.overlay != nil || img.sb.hasIncompat(incompatRecover)
+	replayed := img.overlay != nil && !c.fromBackup
+	c.rep.NeedsRecovery = replayed || img.sb.hasIncompat(incompatRecover)
+	if replayed {
+		c.rep.Notes = append(c.rep.Notes, fmt.Sprintf("the journal needed recovery: checked as the filesystem reads after replaying it (%d blocks, in memory; the file is unchanged). e2fsck -n checks it without the replay", len(img.overlay)))
+	}
 	if !c.checkSuper() {
 		return
 	}

@@ -120,6 +120,7 @@ func Check(path string, opts *CheckOptions) (*CheckReport, error) {
 	c := newChecker(img)
 	if note != "" {
 		c.rep.Notes = append(c.rep.Notes, note)
+		c.fromBackup = true
 	}
 	c.run()
 	return c.rep.finish(), nil

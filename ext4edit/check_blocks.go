@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/bits"
+	"strings"
 )
 
 // checker holds what the passes learn. Memory: two bitmaps of the
@@ -21,9 +22,10 @@ type checker struct {
 	xattr  map[uint64]*xattrFacts // attribute blocks by block number
 	dirs   []uint32               // directories in use, in inode order
 
-	blockBuf  []byte
-	table     []byte // one group's inode table, reused
-	lostFound uint32 // what / names lost+found
+	blockBuf   []byte
+	table      []byte // one group's inode table, reused
+	lostFound  uint32 // what / names lost+found
+	fromBackup bool   // opened through the group 1 backup (its overlay is not a replay)
 
 	rawIno   uint32 // the inode rawCache holds
 	rawCache []byte
@@ -79,14 +81,17 @@ func (t *factsTable) add(ino uint32, f inodeFacts) *inodeFacts {
 
 // inodeFacts is what pass 1 keeps of an inode in use.
 type inodeFacts struct {
-	ino    uint32
-	mode   uint16
-	links  uint16
-	refs   uint32 // names found by the directory pass, '.' and '..' included
-	gen    uint32 // i_generation, which seeds its blocks' checksums
-	parent uint32 // the directory naming it (directories only)
-	dotdot uint32 // what its '..' says (directories only)
-	dir    *dirBlocks
+	ino   uint32
+	mode  uint16
+	links uint16
+	refs  uint32 // names found by the directory pass, '.' and '..' included
+	gen   uint32 // i_generation, which seeds its blocks' checksums
+	// The first name found for it (pass 2), to name it in the report.
+	nameDir uint32
+	name    string
+	parent  uint32 // the directory naming it (directories only)
+	dotdot  uint32 // what its '..' says (directories only)
+	dir     *dirBlocks
 }
 
 // dirBlocks maps a directory's logical blocks to physical ones.
@@ -119,7 +124,11 @@ func inodeName(ino uint32) string { return fmt.Sprintf("inode %d", ino) }
 func (c *checker) run() {
 	img := c.img
 	c.rep.Blocks = img.blocksCount
-	c.rep.NeedsRecovery = img.overlay != nil || img.sb.hasIncompat(incompatRecover)
+	replayed := img.overlay != nil && !c.fromBackup
+	c.rep.NeedsRecovery = replayed || img.sb.hasIncompat(incompatRecover)
+	if replayed {
+		c.rep.Notes = append(c.rep.Notes, fmt.Sprintf("the journal needed recovery: checked as the filesystem reads after replaying it (%d blocks, in memory; the file is unchanged). e2fsck -n checks it without the replay", len(img.overlay)))
+	}
 	if !c.checkSuper() {
 		return
 	}
@@ -132,6 +141,7 @@ func (c *checker) run() {
 	c.passBitmaps()
 	c.checkJournal()
 	c.noteNotChecked()
+	c.namePaths()
 	c.rep.BlocksUsed = onesCount(c.used)
 }
 
@@ -230,4 +240,42 @@ func (c *checker) readBlocks(blk uint64, buf []byte) error {
 		}
 	}
 	return nil
+}
+
+// namePaths fills in the path of every problem about an inode that a
+// directory names, from the first name pass 2 found for it and its
+// parents'.
+func (c *checker) namePaths() {
+	for i := range c.rep.Problems {
+		p := &c.rep.Problems[i]
+		var ino uint32
+		if p.Path != "" || !strings.HasPrefix(p.Structure, "inode ") {
+			continue
+		}
+		if _, err := fmt.Sscanf(p.Structure, "inode %d", &ino); err == nil {
+			p.Path = c.pathOf(ino)
+		}
+	}
+}
+
+// pathOf is ino's path from /, "" where no chain of names reaches it.
+func (c *checker) pathOf(ino uint32) string {
+	if ino == rootIno {
+		return "/"
+	}
+	var parts []string
+	for steps := 0; ino != rootIno; steps++ {
+		f := c.inodes.get(ino)
+		if f == nil || f.name == "" || steps > 4096 {
+			return ""
+		}
+		parts = append(parts, f.name)
+		ino = f.nameDir
+	}
+	var b strings.Builder
+	for i := len(parts) - 1; i >= 0; i-- {
+		b.WriteString("/")
+		b.WriteString(parts[i])
+	}
+	return b.String()
 }

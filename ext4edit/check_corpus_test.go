@@ -21,8 +21,8 @@ import (
 // Keyed by "variant--class".
 var knownMisses = map[string]string{}
 
-// TestCheckCorpusAgreement runs testdata/corpus/make-corpus.sh (about 480
-// images: 10 feature mixes x 48 corruptions, each with e2fsck -fn's exit
+// TestCheckCorpusAgreement runs testdata/corpus/make-corpus.sh (510
+// images: 10 feature mixes x 51 corruptions, each with e2fsck -fn's exit
 // code) and Check on every image. It prints the agreement per corruption
 // class and fails on any image e2fsck calls clean that Check calls dirty,
 // and on any image e2fsck calls dirty that Check calls clean unless

@@ -14,10 +14,13 @@ func (c *checker) passDirs() {
 	// The leaves of every directory, read in block order: runs of
 	// adjacent blocks in one read each, as e2fsck reads them.
 	type leafRef struct {
-		pblk  uint64
-		ino   uint32
-		lblk  uint32
-		first bool
+		pblk   uint64
+		ino    uint32
+		lblk   uint32
+		first  bool
+		hashed bool // an htree leaf: its names' hashes lie in rng
+		ver    uint8
+		rng    hashRange
 	}
 	var leaves []leafRef
 	for _, ino := range c.dirs {
@@ -31,12 +34,15 @@ func (c *checker) passDirs() {
 			continue
 		}
 		nodes := map[uint32]bool{}
+		var ranges map[uint32]hashRange
+		var ver uint8
 		if f.dir.index && c.sb.hasCompat(compatDirIndex) {
-			c.htree(ino, f.dir, nodes)
+			ranges, ver = c.htree(ino, f.dir, nodes)
 		}
 		for i, lblk := range f.dir.lblks {
 			if !nodes[lblk] {
-				leaves = append(leaves, leafRef{f.dir.pblks[i], ino, lblk, lblk == 0 && !nodes[0]})
+				r, hashed := ranges[lblk]
+				leaves = append(leaves, leafRef{f.dir.pblks[i], ino, lblk, lblk == 0 && !nodes[0], hashed, ver, r})
 			}
 		}
 		f.dir = nil
@@ -59,7 +65,11 @@ func (c *checker) passDirs() {
 		}
 		for k := i; k < j; k++ {
 			l := leaves[k]
-			c.dirLeaf(l.ino, l.lblk, buf[(k-i)*bs:(k-i+1)*bs], l.first)
+			var rng *hashRange
+			if l.hashed {
+				rng = &l.rng
+			}
+			c.dirLeaf(l.ino, l.lblk, buf[(k-i)*bs:(k-i+1)*bs], l.first, rng, l.ver)
 		}
 		i = j
 	}
@@ -82,7 +92,11 @@ func (c *checker) inlineDir(ino uint32, raw []byte) {
 
 // dirLeaf checks one block of entries; first: it is block 0, which
 // starts with '.' and '..'.
-func (c *checker) dirLeaf(ino uint32, lblk uint32, b []byte, first bool) {
+//
+// In an htree leaf (rng not nil) every name must hash into the range the
+// index gives the leaf, with the directory's hash version and the
+// superblock's seed.
+func (c *checker) dirLeaf(ino uint32, lblk uint32, b []byte, first bool, rng *hashRange, ver uint8) {
 	img := c.img
 	end := len(b)
 	if c.sb.metadataCsum() {
@@ -96,6 +110,7 @@ func (c *checker) dirLeaf(ino uint32, lblk uint32, b []byte, first bool) {
 		}
 	}
 	filetype := c.sb.hasIncompat(incompatFiletype)
+	misplaced := false // one hash problem per block
 	idx := 0
 	for off := 0; off < end; idx++ {
 		if off+deName > end {
@@ -122,6 +137,12 @@ func (c *checker) dirLeaf(ino uint32, lblk uint32, b []byte, first bool) {
 				c.problem(KindDirDots, inodeName(ino), "", "entry %d of block 0 is %q (inode %d), not %q", idx, nm, target, want)
 			} else if idx == 0 && target != ino {
 				c.problem(KindDirDots, inodeName(ino), "", "'.' names inode %d", target)
+			}
+		}
+		if target != 0 && rng != nil && !misplaced {
+			if h, _, err := dxHash(nm, ver, c.sb.hashSeed()); err == nil && (uint64(h) < rng.lo || uint64(h) >= rng.hi) {
+				c.problem(KindHtree, inodeName(ino), "", "block %d: entry %q hashes to 0x%08x, outside the leaf's range [0x%x, 0x%x)", lblk, nm, h, rng.lo, rng.hi)
+				misplaced = true
 			}
 		}
 		if target != 0 {
@@ -152,6 +173,9 @@ func (c *checker) entry(dir, target uint32, nm []byte, ft uint8, filetype, dots 
 		}
 	}
 	t.refs++
+	if !dots && t.name == "" {
+		t.name, t.nameDir = string(nm), dir
+	}
 	if dots {
 		if string(nm) == ".." {
 			c.inodes.get(dir).dotdot = target
@@ -199,7 +223,7 @@ func (c *checker) inodeRaw(ino uint32) []byte {
 
 // htree checks a hash-indexed directory's dx root and nodes and marks
 // the node blocks (not leaves).
-func (c *checker) htree(ino uint32, d *dirBlocks, nodes map[uint32]bool) {
+func (c *checker) htree(ino uint32, d *dirBlocks, nodes map[uint32]bool) (ranges map[uint32]hashRange, version uint8) {
 	img := c.img
 	pblk := map[uint32]uint64{}
 	for i, l := range d.lblks {
@@ -235,7 +259,13 @@ func (c *checker) htree(ino uint32, d *dirBlocks, nodes map[uint32]bool) {
 	// leaves. It is also the block with '.' and '..', checked here.
 	nodes[0] = true
 	c.dirRootDots(ino, root)
-	c.dxNode(ino, root, dxRootCountOff, levels, pblk, nodes, 0)
+	ranges = map[uint32]hashRange{}
+	c.dxNode(ino, root, dxRootCountOff, levels, pblk, nodes, 0, 0, 1<<32, ranges)
+	version = root[dxRootHashVer]
+	if version <= hashTea && le32(c.sb.b, sbFlags)&sbFlagUnsignedHash != 0 {
+		version += 3
+	}
+	return ranges, version
 }
 
 // dirRootDots counts the '.' and '..' of a dx root block.
@@ -253,7 +283,12 @@ func (c *checker) dirRootDots(ino uint32, b []byte) {
 	c.entry(ino, le32(b, o+deInode), []byte(".."), b[o+deFileType], false, true)
 }
 
-func (c *checker) dxNode(ino uint32, b []byte, countOff, levels int, pblk map[uint32]uint64, nodes map[uint32]bool, depth int) {
+// hashRange is the hashes a leaf's names may have: [lo, hi).
+type hashRange struct{ lo, hi uint64 }
+
+// dxNode checks one index block whose entries cover hashes [lo, hi) and
+// notes the range of every leaf it points at in ranges.
+func (c *checker) dxNode(ino uint32, b []byte, countOff, levels int, pblk map[uint32]uint64, nodes map[uint32]bool, depth int, lo, hi uint64, ranges map[uint32]hashRange) {
 	img := c.img
 	tail := 0
 	if c.sb.metadataCsum() {
@@ -281,6 +316,19 @@ func (c *checker) dxNode(ino uint32, b []byte, countOff, levels int, pblk map[ui
 			return
 		}
 		prev = h
+		// Entry i covers [its hash, the next one's); a next hash with the
+		// collision bit set continues this range's last hash into it.
+		elo, ehi := lo, hi
+		if i > 0 {
+			elo = uint64(h &^ 1)
+		}
+		if i+1 < cnt {
+			nh := dxHashAt(b, countOff, i+1)
+			ehi = uint64(nh &^ 1)
+			if nh&1 != 0 {
+				ehi++
+			}
+		}
 		p, ok := pblk[blk]
 		if !ok {
 			c.problem(KindHtree, inodeName(ino), "", "dx entry points at block %d the directory does not have", blk)
@@ -301,7 +349,9 @@ func (c *checker) dxNode(ino uint32, b []byte, countOff, levels int, pblk map[ui
 				c.problem(KindHtree, inodeName(ino), "", "dx node %d does not start with an empty entry covering the block", blk)
 				continue
 			}
-			c.dxNode(ino, nb, dxNodeCountOff, levels, pblk, nodes, depth+1)
+			c.dxNode(ino, nb, dxNodeCountOff, levels, pblk, nodes, depth+1, elo, ehi, ranges)
+		} else {
+			ranges[blk] = hashRange{elo, ehi}
 		}
 	}
 }

@@ -45,6 +45,11 @@ func (c *checker) inode(in *inode) {
 	ino := in.ino
 	reserved := ino < c.sb.firstIno()
 	if in.links() == 0 && !reserved {
+		// A deleted inode carries its deletion time (e2fsck's "deleted
+		// inode has zero dtime").
+		if in.mode() != 0 && le32(in.b, iDtime) == 0 {
+			c.problem(KindInodeDtime, inodeName(ino), "", "deleted (no links) but its dtime is zero")
+		}
 		return
 	}
 	if reserved && ino != rootIno && ino != journalIno && ino != resizeIno && in.mode() == 0 {
@@ -70,6 +75,9 @@ func (c *checker) inode(in *inode) {
 		if x := in.extraIsize(); x > uint32(len(in.b))-goodOldInodeSize || x%4 != 0 {
 			c.problem(KindInodeExtra, inodeName(ino), "", "i_extra_isize %d (inode size %d)", x, len(in.b))
 		}
+	}
+	if len(in.b) > goodOldInodeSize {
+		c.inodeXattrs(in)
 	}
 	if in.links() > 0 && le32(in.b, iDtime) != 0 && le32(c.sb.b, sbLastOrphan) == 0 && !reserved {
 		c.problem(KindInodeDtime, inodeName(ino), "", "in use (links %d) but deleted at %d", in.links(), le32(in.b, iDtime))
@@ -381,7 +389,44 @@ func (c *checker) xattrBlock(in *inode, blk uint64) uint64 {
 	if c.sb.metadataCsum() && le32(b, xattrHdrChecksum) != c.img.xattrBlockCsum(blk, b) {
 		c.problem(KindXattrBlock, inodeName(in.ino), "", "attribute block %d: checksum mismatch", blk)
 	}
+	if entries, _, err := decodeXattrBlock(b); err != nil {
+		c.problem(KindXattrBlock, inodeName(in.ino), "", "attribute block %d: %v", blk, err)
+	} else {
+		c.xattrEntries(in.ino, fmt.Sprintf("attribute block %d", blk), entries, false)
+	}
 	return 1
+}
+
+// inodeXattrs checks the attributes stored in the inode, after
+// i_extra_isize: the entry list, the values' places, the entry hashes.
+func (c *checker) inodeXattrs(in *inode) {
+	x := in.extraIsize()
+	if x > uint32(len(in.b))-goodOldInodeSize || x%4 != 0 {
+		return // reported as KindInodeExtra
+	}
+	entries, err := decodeInodeXattrs(in.b[goodOldInodeSize+x:])
+	if err != nil {
+		c.problem(KindXattrInode, inodeName(in.ino), "", "%v", err)
+		return
+	}
+	c.xattrEntries(in.ino, "in-inode attribute", entries, true)
+}
+
+// xattrEntries checks entry hashes (e2fsck allows 0 in the inode, for
+// old kernels) and value inodes without ea_inode.
+func (c *checker) xattrEntries(ino uint32, where string, entries []xattrEntry, inInode bool) {
+	for _, e := range entries {
+		if e.ValueInum != 0 && !c.sb.hasIncompat(incompatEAInode) {
+			c.problem(KindXattrInode, inodeName(ino), "", "%s %q: value in inode %d without ea_inode", where, e.Name, e.ValueInum)
+			continue
+		}
+		if inInode && e.Hash == 0 {
+			continue
+		}
+		if h := xattrEntryHash(e); e.Hash != h {
+			c.problem(KindXattrInode, inodeName(ino), "", "%s %q: hash 0x%08x, computed 0x%08x", where, e.Name, e.Hash, h)
+		}
+	}
 }
 
 func (c *checker) checkXattrRefcounts() {

@@ -64,8 +64,6 @@ func (c *checker) checkJournal() {
 // verify.
 func (c *checker) noteNotChecked() {
 	add := func(s string) { c.rep.NotChecked = append(c.rep.NotChecked, s) }
-	add("htree: the hash order of the entries in leaf blocks")
-	add("in-inode extended attributes")
 	add("backup superblocks and descriptor tables")
 	if c.sb.hasIncompat(incompatInlineData) {
 		add("inline data contents (inline_data)")

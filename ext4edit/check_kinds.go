@@ -27,6 +27,7 @@ const (
 	KindBlockClaimedTwice ProblemKind = "block_claimed_twice"   // by two owners, or metadata
 	KindSymlink           ProblemKind = "symlink"               // fast/slow symlink shape
 	KindXattrBlock        ProblemKind = "xattr_block"           // header, checksum, refcount
+	KindXattrInode        ProblemKind = "xattr_entry"           // an attribute entry: bounds, hash
 	KindDirEntry          ProblemKind = "dir_entry"             // rec_len, name_len, name
 	KindDirEntryInode     ProblemKind = "dir_entry_inode"       // names an unused or bad inode
 	KindDirFileType       ProblemKind = "dir_file_type"         // file type against the inode

@@ -3,17 +3,18 @@
 #
 # Images made by mkfs.ext4 -d from one small rootfs-like tree (a directory
 # of 300 entries, so an htree; files small and large, a sparse one; fast
-# and slow symlinks; a hard link; an xattr where setfattr exists), in
+# and slow symlinks; a hard link; xattrs in the inode and in a block where
+# setfattr exists (Debian's attr package)), in
 # each of the editor matrix's feature mixes, each corrupted in ONE known
 # way: a debugfs -w request (sif, set_bg, ssv, freeb, setb, freei, seti,
 # clri, unlink, link, rmdir, dirty...) or one byte overwritten at a known
 # offset of a structure (superblock fields, a group descriptor, both
-# bitmaps, an inode, an extent header, a directory block, the dx root,
-# the journal superblock). Deterministic: fixed UUID, hash seed, times.
+# bitmaps, an inode, an extent header, a directory block, the dx root, a
+# name in an htree leaf, attribute hashes, the journal superblock). Deterministic: fixed UUID, hash seed, times.
 #
 # OUTDIR/manifest lists one image per line: name, variant, corruption
 # class, e2fsck -fn's exit code (0 clean, 4 problems found, 8 or more
-# could not check). About 350 images of 8 MiB (sparse), made in parallel.
+# could not check). 510 images of 8 MiB (sparse), made in parallel.
 set -euo pipefail
 out=${1:?usage: make-corpus.sh OUTDIR}
 export PATH=$PATH:/usr/sbin:/sbin
@@ -38,7 +39,10 @@ printf 'data' | dd of="$tree/usr/bin/sparse" bs=1 seek=1M conv=notrunc status=no
 ln -s usr/bin "$tree/bin"
 ln -s "$(printf 'long/%.0s' $(seq 1 30))target" "$tree/slow-link"
 printf 'deep\n' >"$tree/srv/deep/a/b/c/file"
-command -v setfattr >/dev/null && setfattr -n user.corpus -v "$(head -c 200 /dev/zero | tr '\0' 'v')" "$tree/etc/hostname" || true
+if command -v setfattr >/dev/null; then
+	setfattr -n user.corpus -v "$(head -c 200 /dev/zero | tr '\0' 'v')" "$tree/etc/hostname"
+	setfattr -n user.small -v 1 "$tree/usr/bin/big"
+fi
 find "$tree" -exec touch -h -d @1700000000 {} +
 
 # variant name and mkfs options.
@@ -108,6 +112,9 @@ flips=(
 	"dir-rec-len|dir:/srv/deep:4|01"
 	"dx-root-levels|dir:/usr/share/many:30|07"
 	"dir-entry-inode|dir:/srv/deep:24|ff"
+	"htree-leaf-name|dirblk:/usr/share/many:2:20|5a"
+	"xattr-inode-hash|ino:/usr/bin/big:176|5a"
+	"xattr-block-hash|xattr:/etc/hostname:44|5a"
 	"journal-sb|jsb:0|00"
 )
 
@@ -150,6 +157,17 @@ one() {
 		dir:*)
 			rest=${where#dir:}
 			blk=$(debugfs -R "bmap ${rest%:*} 0" "$img" 2>/dev/null | tr -dc 0-9)
+			off=$((blk * bs + ${rest##*:})) ;;
+		dirblk:*)
+			rest=${where#dirblk:}
+			local p=${rest%%:*} lb
+			rest=${rest#*:}
+			lb=${rest%%:*}
+			blk=$(debugfs -R "bmap $p $lb" "$img" 2>/dev/null | tr -dc 0-9)
+			off=$((blk * bs + ${rest#*:})) ;;
+		xattr:*)
+			rest=${where#xattr:}
+			blk=$(debugfs -R "stat ${rest%:*}" "$img" 2>/dev/null | sed -n 's/.*File ACL: \([0-9]*\).*/\1/p')
 			off=$((blk * bs + ${rest##*:})) ;;
 		jsb:*)
 			blk=$(debugfs -R "bmap <8> 0" "$img" 2>/dev/null | tr -dc 0-9)

@@ -25,19 +25,12 @@ func cloneCmd(args []string, stdout, stderr io.Writer) int {
 	fl.SetOutput(stderr)
 	fl.Usage = func() { fmt.Fprint(stderr, cloneUsage) }
 	sizeStr := fl.String("size", "", "size of DST's filesystem (default: SRC's)")
-	var pos []string
-	for {
-		if err := fl.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return 0
-			}
-			return 2
-		}
-		if fl.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fl.Arg(0))
-		args = fl.Args()[1:]
+	pos, err := positionals(fl, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		return 2
 	}
 	if len(pos) != 2 {
 		fmt.Fprintf(stderr, "imagepull clone: want SRC and DST, got %d arguments\n%s", len(pos), cloneUsage)

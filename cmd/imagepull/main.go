@@ -76,19 +76,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// parse parses flags placed anywhere among the arguments and returns the
-// one positional argument (IMAGE).
-func parse(fl *flag.FlagSet, args []string, stderr io.Writer) (string, bool) {
+// positionals parses flags placed anywhere among the arguments (flag
+// stops at the first positional one) and returns the positional ones.
+func positionals(fl *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fl.Parse(args); err != nil {
-			return "", false
+			return nil, err
 		}
 		if fl.NArg() == 0 {
-			break
+			return pos, nil
 		}
 		pos = append(pos, fl.Arg(0))
 		args = fl.Args()[1:]
+	}
+}
+
+// parse is positionals for commands that take exactly one IMAGE.
+func parse(fl *flag.FlagSet, args []string, stderr io.Writer) (string, bool) {
+	pos, err := positionals(fl, args)
+	if err != nil {
+		return "", false
 	}
 	if len(pos) != 1 {
 		fmt.Fprintf(stderr, "imagepull %s: want exactly one IMAGE, got %d arguments\n%s", fl.Name(), len(pos), usage)

@@ -141,16 +141,9 @@ func pull(args []string, stdout, stderr io.Writer) int {
 	cacheMax := fl.String("cache-max", "", "pull cache size limit (bytes or K/M/G/T)")
 	insecure := fl.Bool("insecure", false, "plain HTTP and unverified TLS for SOURCE's registry only")
 	asJSON := fl.Bool("json", false, "print one JSON object with the outputs and digests on stdout")
-	var pos []string
-	for {
-		if err := fl.Parse(args); err != nil {
-			return 2
-		}
-		if fl.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fl.Arg(0))
-		args = fl.Args()[1:]
+	pos, err := positionals(fl, args)
+	if err != nil {
+		return 2
 	}
 	if len(pos) != 2 {
 		fmt.Fprintf(stderr, "imagepull pull: want SOURCE and OUTDIR, got %d arguments\n%s", len(pos), pullUsage)

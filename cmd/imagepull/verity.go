@@ -35,24 +35,14 @@ func verityCmd(args []string, stdout, stderr io.Writer) int {
 	fl.Usage = func() { fmt.Fprint(stderr, verityUsage) }
 	salt := fl.String("salt", "", "salt in `HEX` (default: derived from the image)")
 	check := fl.Bool("check", false, "verify IMAGE against ROOT_HASH instead of sealing it")
-	var pos []string
-	for {
-		if err := fl.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return 0
-			}
-			return 2
-		}
-		if fl.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fl.Arg(0))
-		args = fl.Args()[1:]
+	pos, err := positionals(fl, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
 	}
-	var (
-		m   *imagepull.VerityMetadata
-		err error
-	)
+	if err != nil {
+		return 2
+	}
+	var m *imagepull.VerityMetadata
 	switch {
 	case *check && len(pos) == 2 && *salt == "":
 		m, err = imagepull.CheckVerity(pos[0], pos[1])

@@ -403,7 +403,10 @@ func (c *checker) passConnectivity() {
 		}
 	}
 	// A missing /lost+found is not an error to e2fsck -n (it offers to
-	// create one, and declining leaves the filesystem consistent).
+	// create one, and declining leaves the filesystem consistent): a note.
+	if lf := c.inodes.get(c.lostFound); lf == nil || lf.mode&sIFMT != sIFDIR {
+		c.rep.Notes = append(c.rep.Notes, "/lost+found is missing or not a directory (e2fsck would offer to create it; not a problem)")
+	}
 }
 
 // passLinkCounts is e2fsck's pass 4: every inode in use is named as many

@@ -40,6 +40,7 @@ const (
 	KindLinkCount         ProblemKind = "link_count"            // i_links_count against names
 	KindUnattached        ProblemKind = "unattached_inode"      // in use, named nowhere
 	KindJournal           ProblemKind = "journal"               // journal inode or superblock
+	KindOrphan            ProblemKind = "orphan_list"           // s_last_orphan's chain
 )
 
 // maxProblems bounds a report: a shredded image gives this many, and a

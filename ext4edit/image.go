@@ -109,6 +109,10 @@ type dirPathCache struct {
 type dataWriteback struct {
 	padBuf        []byte
 	lo, hi, bytes int64
+	// sinceFlush counts the data written since the last early flush
+	// started; flushing is closed when that flush returns (nil: none).
+	sinceFlush int64
+	flushing   chan struct{}
 }
 
 // openFileSet tracks the Files open for writing and their spare buffers.
@@ -188,6 +192,9 @@ func (img *Image) startWriteback(off, n int64) {
 	if !ok {
 		return
 	}
+	if img.opts.Scratch {
+		img.earlyFlush(n)
+	}
 	if n >= writebackMin {
 		wb.startWriteback(off, n)
 		return
@@ -200,6 +207,50 @@ func (img *Image) startWriteback(off, n int64) {
 	if img.wb.bytes += n; img.wb.bytes >= writebackMin {
 		wb.startWriteback(img.wb.lo, img.wb.hi-img.wb.lo)
 		img.wb.bytes = 0
+	}
+}
+
+// earlyFlushEvery is how much data a scratch image (Options.Scratch,
+// whose one barrier is Close's) writes between early flushes.
+const earlyFlushEvery = 64 << 20
+
+// earlyFlush flushes a scratch image's file in the background once every
+// earlyFlushEvery bytes of data. A scratch image has no barrier before
+// Close, so without this Close's flush would make the whole image durable
+// at once: on a virtual disk with a write-back cache that flush costs
+// 0.05 to 0.3 s for 700 MB, all of it after the last layer's last byte.
+// Flushed as it goes, the disk works while the layers are still being
+// decompressed, and Close's flush covers the last stretch. Nothing relies
+// on these flushes (the file is private until Close), so they go to the
+// file itself, not through a device hook.
+func (img *Image) earlyFlush(n int64) {
+	img.wb.sinceFlush += n
+	if img.wb.sinceFlush < earlyFlushEvery {
+		return
+	}
+	if c := img.wb.flushing; c != nil {
+		select {
+		case <-c:
+		default:
+			return // the last one still runs: let it
+		}
+	}
+	img.wb.sinceFlush = 0
+	done := make(chan struct{})
+	img.wb.flushing = done
+	f := img.f
+	go func() {
+		defer close(done)
+		_ = fdatasync(f)
+	}()
+}
+
+// waitEarlyFlush waits for an early flush still running (before Close's
+// own flush and before the file is closed).
+func (img *Image) waitEarlyFlush() {
+	if c := img.wb.flushing; c != nil {
+		<-c
+		img.wb.flushing = nil
 	}
 }
 

@@ -363,7 +363,12 @@ func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 	// the start of its first group, stepping over superblock backups.
 	img.gdt = make([]byte, uint64(groups)*uint64(geo.descSize))
 	type run struct{ start, n uint64 }
-	var meta []run
+	// owned is a run of group owner's metadata.
+	type owned struct {
+		run
+		owner uint32
+	}
+	var meta []owned
 	locs, err := geo.layoutGroupMeta(0, groups, flex)
 	if err != nil {
 		return err
@@ -373,22 +378,32 @@ func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 		d.setBlockBitmap(l.blockBitmap)
 		d.setInodeBitmap(l.inodeBitmap)
 		d.setInodeTable(l.inodeTable)
-		meta = append(meta, run{l.blockBitmap, 1}, run{l.inodeBitmap, 1}, run{l.inodeTable, uint64(geo.itableBlocks)})
+		g := uint32(grp)
+		meta = append(meta, owned{run{l.blockBitmap, 1}, g}, owned{run{l.inodeBitmap, 1}, g}, owned{run{l.inodeTable, uint64(geo.itableBlocks)}, g})
 	}
 	for grp := uint32(0); grp < groups; grp++ {
 		if geo.hasSuper(grp) {
-			meta = append(meta, run{geo.groupFirstBlock(grp), 1 + uint64(geo.gdtBlocks)})
+			meta = append(meta, owned{run{geo.groupFirstBlock(grp), 1 + uint64(geo.gdtBlocks)}, grp})
 		}
 	}
 
-	// Per group: which blocks are used. Groups holding nothing but a
-	// superblock backup stay BLOCK_UNINIT; the kernel rebuilds that bitmap.
+	// Per group: which blocks are used, and how many of them hold other
+	// groups' metadata. A group holding only its own (its superblock
+	// backup, and its bitmaps and inode table where flex_bg does not pack
+	// them elsewhere) stays BLOCK_UNINIT, as mke2fs leaves it: the kernel
+	// and e2fsck rebuild that bitmap, and an auto-sized build's ceiling
+	// image does not write a bitmap into each of its hundreds of groups
+	// that the cut then removes.
 	perGroup := make([][]run, groups)
+	foreign := make([]uint64, groups)
 	for _, m := range meta {
 		for b := m.start; b < m.start+m.n; {
 			grp := geo.blockGroup(b)
 			end := min(m.start+m.n, geo.groupFirstBlock(grp)+uint64(geo.groupBlocks(grp)))
 			perGroup[grp] = append(perGroup[grp], run{b, end - b})
+			if grp != m.owner {
+				foreign[grp] += end - b
+			}
 			b = end
 		}
 	}
@@ -396,13 +411,10 @@ func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 	for grp := uint32(0); grp < groups; grp++ {
 		first := geo.groupFirstBlock(grp)
 		nblk := uint64(geo.groupBlocks(grp))
-		var used, sbUsed uint64
+		var used uint64
 		var bm []byte
 		for _, m := range perGroup[grp] {
 			used += m.n
-			if geo.hasSuper(grp) && m.start == first {
-				sbUsed += m.n
-			}
 		}
 		d := img.gd(grp)
 		flags := uint16(bgItableZeroed | bgInodeUninit)
@@ -410,7 +422,7 @@ func mkfs(f *os.File, path string, size int64, o *MkfsOptions) error {
 			flags = bgItableZeroed
 		}
 		// e2fsck wants the last group initialised, as mke2fs leaves it.
-		if used == sbUsed && grp != 0 && grp != groups-1 {
+		if foreign[grp] == 0 && grp != 0 && grp != groups-1 {
 			flags |= bgBlockUninit
 		} else {
 			bm = make([]byte, geo.bs)

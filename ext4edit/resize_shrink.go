@@ -144,6 +144,27 @@ func (img *Image) MinSize() (int64, error) {
 	return int64(n) * int64(img.bs), nil
 }
 
+// ContentSize is a lower bound of [Image.MinSize] in bytes, from the
+// group counters alone (no inode is read): the blocks in use that are not
+// group metadata, plus the bitmaps and inode table of as many groups as
+// hold them and the inodes in use. It leaves out what only a prepared
+// shrink can count (superblock and descriptor copies, maps rebuilt for
+// moved files), usually a few dozen blocks. A caller that shrinks to
+// ContentSize plus some headroom (imagepull's auto size) saves MinSize's
+// bisection, which reads every inode in use for each size it tries.
+// Pending edits are committed first.
+func (img *Image) ContentSize() (int64, error) {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if err := img.writable(); err != nil {
+		return 0, pathErr("contentsize", img.path, err)
+	}
+	if err := img.commit(); err != nil {
+		return 0, pathErr("contentsize", img.path, err)
+	}
+	return int64(img.minBlocksBound()) * int64(img.bs), nil
+}
+
 func (img *Image) minBlocks() (uint64, error) {
 	if err := img.writable(); err != nil {
 		return 0, err

@@ -367,6 +367,7 @@ func (img *Image) Close() error {
 	}
 	img.mu.Lock()
 	defer img.mu.Unlock()
+	img.waitEarlyFlush()
 	if !img.ro {
 		cerr := img.commit()
 		if cerr == nil && img.dirty.unflushed {
@@ -398,6 +399,7 @@ func (img *Image) Discard() error {
 	if img.closed || img.closing {
 		return ErrClosed
 	}
+	img.waitEarlyFlush()
 	if img.locked {
 		_ = filelock.Unlock(img.f)
 	}

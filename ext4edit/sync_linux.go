@@ -13,14 +13,17 @@ import (
 // durable as fsync for us while skipping the host inode's timestamps.
 type fileDevice struct{ *os.File }
 
-func (d fileDevice) Sync() error {
-	rc, err := d.File.SyscallConn()
+func (d fileDevice) Sync() error { return fdatasync(d.File) }
+
+// fdatasync flushes f's data and what reading it back needs.
+func fdatasync(f *os.File) error {
+	rc, err := f.SyscallConn()
 	if err != nil {
-		return d.File.Sync()
+		return f.Sync()
 	}
 	var serr error
 	if err := rc.Control(func(fd uintptr) { serr = unix.Fdatasync(int(fd)) }); err != nil {
-		return d.File.Sync()
+		return f.Sync()
 	}
 	return serr
 }

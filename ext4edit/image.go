@@ -193,7 +193,11 @@ func (img *Image) startWriteback(off, n int64) {
 		return
 	}
 	if img.opts.Scratch {
+		// The early flushes write the data back; starting each write's
+		// writeback too only costs system calls (measured: 0.08 s of
+		// system time for a 550 MB build, no gain in wall time).
 		img.earlyFlush(n)
+		return
 	}
 	if n >= writebackMin {
 		wb.startWriteback(off, n)

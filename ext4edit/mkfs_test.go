@@ -2,6 +2,7 @@ package ext4edit_test
 
 import (
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -150,4 +151,63 @@ func TestDiscardAndDanglingMkdirAll(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, im.Close())
 	testimg.RequireClean(t, img)
+}
+
+// TestMkfsUnpackedGroupsUninit: with every group's bitmaps and inode table
+// in the group itself (GroupsPerFlex 1, as imagepull's auto size builds),
+// the groups holding nothing but their own metadata stay BLOCK_UNINIT as
+// mke2fs -O ^flex_bg leaves them, so a large image writes no bitmap per
+// group. Files then written across them (ours, and the kernel's where it
+// can mount) must skip each group's own metadata: e2fsck judges.
+func TestMkfsUnpackedGroupsUninit(t *testing.T) {
+	testimg.Require(t, "e2fsck", "dumpe2fs")
+	for _, bs := range []uint32{1024, 4096} {
+		t.Run(fmt.Sprintf("bs=%d", bs), func(t *testing.T) {
+			img := filepath.Join(t.TempDir(), "img")
+			size := int64(1 << 30)
+			if bs == 1024 {
+				size = 256 << 20
+			}
+			im, err := ext4edit.Mkfs(img, size, &ext4edit.MkfsOptions{BlockSize: bs, GroupsPerFlex: 1})
+			require.NoError(t, err)
+			require.NoError(t, im.Close())
+			testimg.RequireClean(t, img)
+			groups := testimg.ParseGroups(testimg.Dumpe2fs(t, img, false))
+			require.Greater(t, len(groups), 4)
+			var uninit int
+			for _, g := range groups {
+				if g.HasFlag("BLOCK_UNINIT") {
+					uninit++
+					require.NotZero(t, g.N, "group 0 is initialised")
+					require.NotEqual(t, len(groups)-1, g.N, "the last group is initialised")
+				}
+			}
+			// Every group but the first, the last and the journal's.
+			require.GreaterOrEqual(t, uninit, len(groups)-4, "groups holding only their own metadata must stay BLOCK_UNINIT")
+
+			// A file across several groups, written by us.
+			im, err = ext4edit.Open(img, nil)
+			require.NoError(t, err)
+			data := make([]byte, size/3)
+			for i := range data {
+				data[i] = byte(i*7 + i>>13)
+			}
+			require.NoError(t, im.WriteFile("/big", data, 0o644))
+			require.NoError(t, im.Close())
+			testimg.RequireClean(t, img)
+			require.Equal(t, sha256.Sum256(data), sha256.Sum256(testimg.Cat(t, img, "/big")))
+
+			// And by the kernel, into groups still uninitialised.
+			if testing.Short() {
+				return
+			}
+			testimg.RequireKernelMount(t)
+			dir, unmount := testimg.Mount(t, img, false)
+			for i := 0; i < 200; i++ {
+				require.NoError(t, os.WriteFile(filepath.Join(dir, fmt.Sprintf("k%03d", i)), data[:256<<10], 0o644))
+			}
+			unmount()
+			testimg.RequireClean(t, img)
+		})
+	}
 }

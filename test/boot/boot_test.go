@@ -7,7 +7,8 @@
 // imagepull.BuildExt4, given banger's guest assets by
 // imagepull.InjectGuestAgentsFile with the init detected, booted with the
 // Debian kernel under qemu TCG, and judged by their serial console,
-// e2fsck and (systemd) their journal.
+// e2fsck and (systemd) their journal; and TestBootVerity (verity_test.go),
+// which boots a dm-verity sealed guest and a tampered copy of it.
 package boot
 
 import (

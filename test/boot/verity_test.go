@@ -330,11 +330,8 @@ func writeVerityInitramfs(t *testing.T, kernelDir, initBin, out string) {
 	require.NoError(t, err)
 	builtinB, _ := os.ReadFile(filepath.Join(modDir, "modules.builtin"))
 	norm := func(p string) string {
-		base := filepath.Base(p)
-		base = strings.TrimSuffix(base, filepath.Ext(base))
-		if strings.HasSuffix(base, ".ko") {
-			base = strings.TrimSuffix(base, ".ko")
-		}
+		// dm-verity.ko, dm-verity.ko.xz: dm_verity (names have no dots).
+		base, _, _ := strings.Cut(filepath.Base(p), ".")
 		return strings.ReplaceAll(base, "-", "_")
 	}
 	deps := map[string][]string{} // module path -> dependency paths

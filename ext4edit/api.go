@@ -46,7 +46,9 @@ type Options struct {
 	// flushing it, and Close flushes everything once (fdatasync). The
 	// image is as valid (e2fsck -fn clean) after Close as with a
 	// journaled commit, but a crash before Close returns leaves a file to
-	// throw away.
+	// throw away. Where the file can (Linux), it is flushed in the
+	// background every 64 MiB of file data written, so Close's flush has
+	// only the last stretch left.
 	Scratch bool
 	// KeepDirTimes leaves a directory's mtime and ctime alone when an
 	// entry is added to it or removed from it. A builder that sets every

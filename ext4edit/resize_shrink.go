@@ -148,11 +148,15 @@ func (img *Image) MinSize() (int64, error) {
 // group counters alone (no inode is read): the blocks in use that are not
 // group metadata, plus the bitmaps and inode table of as many groups as
 // hold them and the inodes in use. It leaves out what only a prepared
-// shrink can count (superblock and descriptor copies, maps rebuilt for
-// moved files), usually a few dozen blocks. A caller that shrinks to
-// ContentSize plus some headroom (imagepull's auto size) saves MinSize's
-// bisection, which reads every inode in use for each size it tries.
-// Pending edits are committed first.
+// shrink can count: superblock and descriptor copies, maps rebuilt for
+// moved files, and the layout (tables that flex_bg packed at the front
+// for many groups stay there, so on mkfs.ext4's default layout MinSize
+// can be twice as large). On an image whose groups each hold their own
+// metadata, filled from the front (imagepull's auto size), it comes
+// within a few dozen blocks of MinSize: a caller that shrinks such an
+// image to ContentSize plus some headroom saves MinSize's bisection,
+// which reads every inode in use for each size it tries. Pending edits
+// are committed first.
 func (img *Image) ContentSize() (int64, error) {
 	img.mu.Lock()
 	defer img.mu.Unlock()

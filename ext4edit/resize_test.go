@@ -306,6 +306,14 @@ func TestResizeCutFrontFilled(t *testing.T) {
 			require.NoError(t, err)
 			min, err := im.MinSize()
 			require.NoError(t, err)
+			// The counters' bound (imagepull's auto size cuts by it) is
+			// at most MinSize and, on this layout, within a few blocks
+			// of it (measured: 8 KiB).
+			content, err := im.ContentSize()
+			require.NoError(t, err)
+			t.Logf("ContentSize %d KiB, MinSize %d KiB", content>>10, min>>10)
+			require.LessOrEqual(t, content, min)
+			require.LessOrEqual(t, min-content, int64(256<<10), "ContentSize far below MinSize on a front-filled image")
 			start := time.Now()
 			require.NoError(t, im.Resize(min+(16<<20)))
 			took := time.Since(start)

@@ -111,9 +111,10 @@ func autoCut(img *ext4edit.Image, bs uint32, noJournal bool) (int64, error) {
 	}
 	if size := target(content); size < img.Size() {
 		err := img.Resize(size)
-		if errors.Is(err, ext4edit.ErrNoSpace) {
+		if errors.Is(err, ext4edit.ErrNoSpace) || errors.Is(err, ext4edit.ErrUnsupportedFeature) {
 			// The bound was too far below the minimum for the headroom
-			// to cover (not seen in practice): measure the minimum.
+			// to cover (not seen on this layout, where every group holds
+			// its own tables): measure the minimum.
 			var min int64
 			if min, err = img.MinSize(); err == nil {
 				if size := target(min); size < img.Size() {

@@ -63,6 +63,11 @@ type Options struct {
 	// filesystem's end. Without it, a sealed image opens but refuses every
 	// write. The image's root hash no longer describes it afterwards.
 	DropVerity bool
+
+	// skipReplay (Check only, read-only) reads the filesystem as it is on
+	// disk when the journal that needs recovery cannot be replayed, as
+	// e2fsck -n does.
+	skipReplay bool
 }
 
 // InodeInfo is what FileInfo.Sys returns: the raw inode fields behind a name.

@@ -90,6 +90,23 @@ func Check(path string, opts *CheckOptions) (*CheckReport, error) {
 	}
 	img, err := Open(path, &Options{ReadOnly: true, NoLock: true, Offset: opts.Offset, Partition: opts.Partition})
 	var note string
+	var journalErr error
+	if err != nil && errors.Is(err, ErrNeedsRecovery) {
+		// The journal cannot be replayed (a logged block failing its
+		// checksum, a bad revoke record): check the filesystem as it is
+		// on disk, as e2fsck -n does (the kernel would refuse to mount
+		// it; e2fsck -fy abandons the bad transaction and goes on).
+		rimg, rerr := Open(path, &Options{ReadOnly: true, NoLock: true, Offset: opts.Offset, Partition: opts.Partition, skipReplay: true})
+		if rerr == nil {
+			// A log that cannot be replayed is e2fsck -n's business only
+			// when the journal's own superblock is bad.
+			if _, jerr := rimg.openJournal(); jerr != nil {
+				journalErr = jerr
+			}
+			img, note = rimg, fmt.Sprintf("the journal needs recovery but cannot be replayed (%v): checked as the filesystem is on disk, without the replay, as e2fsck -n does; the kernel would refuse to mount it until e2fsck runs", err)
+			err = nil
+		}
+	}
 	switch {
 	case err == nil && !descLocationsOK(img):
 		if bimg, at, berr := openBackup(path, opts); berr == nil {
@@ -118,6 +135,9 @@ func Check(path string, opts *CheckOptions) (*CheckReport, error) {
 	}
 	defer img.Close()
 	c := newChecker(img)
+	if journalErr != nil {
+		c.problem(KindJournal, "journal", "", "%v", journalErr)
+	}
 	if note != "" {
 		c.rep.Notes = append(c.rep.Notes, note)
 		c.fromBackup = true

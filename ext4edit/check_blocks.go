@@ -23,9 +23,13 @@ type checker struct {
 	dirs   []uint32               // directories in use, in inode order
 
 	blockBuf   []byte
-	table      []byte // one group's inode table, reused
-	lostFound  uint32 // what / names lost+found
-	fromBackup bool   // opened through the group 1 backup (its overlay is not a replay)
+	blockNames map[string]bool // the directory block being checked
+	// eaValueRefs: the inode being checked keeps an attribute value in
+	// an EA inode.
+	eaValueRefs bool
+	table       []byte // one group's inode table, reused
+	lostFound   uint32 // what / names lost+found
+	fromBackup  bool   // opened through the group 1 backup (its overlay is not a replay)
 
 	rawIno   uint32 // the inode rawCache holds
 	rawCache []byte
@@ -92,6 +96,9 @@ type inodeFacts struct {
 	parent  uint32 // the directory naming it (directories only)
 	dotdot  uint32 // what its '..' says (directories only)
 	dir     *dirBlocks
+	// eaInode: EXT4_EA_INODE_FL, an attribute value's inode, which no
+	// directory names.
+	eaInode bool
 }
 
 // dirBlocks maps a directory's logical blocks to physical ones.
@@ -209,6 +216,11 @@ func (c *checker) claim(ino uint32, blk uint64, path string) bool {
 		return false
 	}
 	if testBit(c.used, blk) {
+		if c.sb.hasRoCompat(roCompatSharedBlocks) {
+			// shared_blocks (e2fsck -E unshare_blocks undoes it): a
+			// block may have several owners, as e2fsck allows.
+			return true
+		}
 		c.problem(KindBlockClaimedTwice, inodeName(ino), path, "block %d is also filesystem metadata, another inode's or this inode's elsewhere", blk)
 		return false
 	}
@@ -226,7 +238,10 @@ func (c *checker) use(blk uint64) {
 // blocks): one read, or block by block through the replay overlay.
 func (c *checker) readBlocks(blk uint64, buf []byte) error {
 	img := c.img
-	n := uint64(len(buf)) / uint64(img.bs)
+	bs := uint64(img.bs)
+	// buf may end inside a block (an inode table read up to its last
+	// used inode): that block counts too.
+	n := (uint64(len(buf)) + bs - 1) / bs
 	if blk+n < blk || blk+n > img.blocksCount {
 		return corruptf("blocks %d+%d beyond the end of the filesystem", blk, n)
 	}
@@ -234,9 +249,18 @@ func (c *checker) readBlocks(blk uint64, buf []byte) error {
 		_, err := img.dev.ReadAt(buf, img.off+int64(blk)*int64(img.bs))
 		return err
 	}
+	// Through the replay overlay, a block at a time; a partial last
+	// block is read whole and cut.
 	for i := uint64(0); i < n; i++ {
-		if err := img.readBlock(blk+i, buf[i*uint64(img.bs):(i+1)*uint64(img.bs)]); err != nil {
+		dst := buf[i*bs : min((i+1)*bs, uint64(len(buf)))]
+		if uint64(len(dst)) < bs {
+			dst = c.blockBuf
+		}
+		if err := img.readBlock(blk+i, dst); err != nil {
 			return err
+		}
+		if uint64(len(buf)) < (i+1)*bs {
+			copy(buf[i*bs:], dst)
 		}
 	}
 	return nil

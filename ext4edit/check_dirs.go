@@ -79,7 +79,7 @@ func (c *checker) passDirs() {
 // i_block's first word, then entries in the rest of i_block and in the
 // system.data attribute.
 func (c *checker) inlineDir(ino uint32, raw []byte) {
-	filetype := c.sb.hasIncompat(incompatFiletype)
+	filetype := c.sb.hasIncompat(incompatFiletype) && !c.sb.hurd()
 	err := c.img.inlineDirIter(&inode{ino: ino, b: raw}, func(name []byte, target uint32, ft uint8) bool {
 		dots := string(name) == "." || string(name) == ".."
 		c.entry(ino, target, name, ft, filetype, dots)
@@ -109,9 +109,15 @@ func (c *checker) dirLeaf(ino uint32, lblk uint32, b []byte, first bool, rng *ha
 			}
 		}
 	}
-	filetype := c.sb.hasIncompat(incompatFiletype)
+	filetype := c.sb.hasIncompat(incompatFiletype) && !c.sb.hurd()
 	misplaced := false // one hash problem per block
 	idx := 0
+	// Names seen in this block: e2fsck's pass 2 finds a name twice in
+	// one block (and '.' or '..' anywhere but their places).
+	clear(c.blockNames)
+	if c.blockNames == nil {
+		c.blockNames = map[string]bool{}
+	}
 	for off := 0; off < end; idx++ {
 		if off+deName > end {
 			c.problem(KindDirEntry, inodeName(ino), "", "block %d: entry at offset %d runs past the block", lblk, off)
@@ -148,6 +154,15 @@ func (c *checker) dirLeaf(ino uint32, lblk uint32, b []byte, first bool, rng *ha
 		if target != 0 {
 			if nl == 0 || bytes.IndexByte(nm, '/') >= 0 || bytes.IndexByte(nm, 0) >= 0 {
 				c.problem(KindDirEntry, inodeName(ino), "", "block %d: bad name %q", lblk, nm)
+			}
+			dotName := string(nm) == "." || string(nm) == ".."
+			switch {
+			case dotName && !(first && idx < 2):
+				c.problem(KindDirEntry, inodeName(ino), "", "block %d: a second %q entry", lblk, nm)
+			case c.blockNames[string(nm)]:
+				c.problem(KindDirEntry, inodeName(ino), "", "block %d: duplicate entry %q", lblk, nm)
+			default:
+				c.blockNames[string(nm)] = true
 			}
 			c.entry(ino, target, nm, b[off+deFileType], filetype, first && idx < 2)
 		}
@@ -423,7 +438,7 @@ func (c *checker) passLinkCounts() {
 	for i := range c.inodes.all {
 		f := &c.inodes.all[i]
 		ino := f.ino
-		if (ino < first && ino != rootIno) || special[ino] {
+		if (ino < first && ino != rootIno) || special[ino] || f.eaInode {
 			continue
 		}
 		if f.refs == 0 {

@@ -66,8 +66,9 @@ func (c *checker) inode(in *inode) {
 			return
 		}
 	}
-	f := c.inodes.add(ino, inodeFacts{mode: in.mode(), links: in.links(), gen: in.generation()})
+	f := c.inodes.add(ino, inodeFacts{mode: in.mode(), links: in.links(), gen: in.generation(), eaInode: in.flags()&flagEAInode != 0})
 	c.rep.Inodes++
+	c.eaValueRefs = false
 	if c.sb.metadataCsum() && img.storedInodeCsum(in) != img.inodeCsum(in) {
 		c.problem(KindInodeChecksum, inodeName(ino), "", "checksum 0x%08x, computed 0x%08x", img.storedInodeCsum(in), img.inodeCsum(in))
 	}
@@ -111,7 +112,9 @@ func (c *checker) inode(in *inode) {
 		c.problem(KindInodeFlags, inodeName(ino), "", "hash-indexed flag on a non-directory")
 	}
 	var blocks uint64 // fs blocks this inode owns, attribute block included
-	if acl := in.fileACL(); acl != 0 {
+	if acl := in.fileACL(); acl != 0 && !c.sb.hasCompat(compatExtAttr) {
+		c.problem(KindXattrBlock, inodeName(ino), "", "i_file_acl is %d without the ext_attr feature", acl)
+	} else if acl != 0 {
 		blocks += c.xattrBlock(in, acl)
 	}
 	var m blockMap
@@ -140,7 +143,9 @@ func (c *checker) inode(in *inode) {
 			c.problem(KindSymlink, inodeName(ino), "", "slow symlink of %d bytes has no block", in.size())
 		}
 	}
-	if ino != journalIno || true {
+	if !c.eaValueRefs {
+		// (An inode whose attribute values live in EA inodes is charged
+		// their blocks too, as e2fsck counts them: not checked.)
 		want := blocks * uint64(img.bs/512)
 		if got := in.blocks512(img); got != want && !m.bad {
 			c.problem(KindInodeBlocks, inodeName(ino), "", "i_blocks is %d, counted %d", got, want)
@@ -154,7 +159,8 @@ func (c *checker) inode(in *inode) {
 				c.problem(KindInodeSize, inodeName(ino), "", "directory size %d for %d blocks through block %d", size, m.blocks, m.last)
 			}
 		case sIFREG:
-			if m.lastInit >= 0 && size < uint64(m.lastInit)*bs {
+			// fs-verity keeps its Merkle tree in blocks past i_size.
+			if m.lastInit >= 0 && size < uint64(m.lastInit)*bs && fl&flagVerity == 0 {
 				c.problem(KindInodeSize, inodeName(ino), "", "size %d ends before block %d", size, m.lastInit)
 			}
 		}
@@ -180,6 +186,10 @@ type blockMap struct {
 	pblks []uint64
 }
 
+// checkMaxExtentDepth bounds the walk of a tree deeper than the kernel's
+// maxExtentDepth, which e2fsck still reads.
+const checkMaxExtentDepth = 32
+
 func (c *checker) walkExtents(in *inode) blockMap {
 	m := blockMap{lastInit: -1}
 	keep := in.isDir()
@@ -202,10 +212,15 @@ func (c *checker) extentNode(in *inode, b []byte, root bool, depth int, lo, hi u
 	if !root {
 		wantMax = (int(c.img.bs) - ehSize) / entrySize
 	}
-	if d > maxExtentDepth || (depth >= 0 && d != depth) {
+	if d > checkMaxExtentDepth || (depth >= 0 && d != depth) {
 		c.problem(KindExtentTree, inodeName(in.ino), "", "extent node depth %d (expected %d)", d, depth)
 		m.bad = true
 		return
+	}
+	if root && d > maxExtentDepth {
+		// e2fsck walks it and only offers to make it shallower (not an
+		// error to e2fsck -n); the kernel refuses such a tree.
+		c.rep.Notes = append(c.rep.Notes, fmt.Sprintf("inode %d: extent tree %d levels deep, more than the kernel's %d (e2fsck offers to rebuild it shallower; not counted as a problem)", in.ino, d, maxExtentDepth))
 	}
 	if mx == 0 || mx > wantMax || n > mx {
 		c.problem(KindExtentTree, inodeName(in.ino), "", "extent node holds %d entries of at most %d (room for %d)", n, mx, wantMax)
@@ -242,6 +257,13 @@ func (c *checker) extentNode(in *inode, b []byte, root bool, depth int, lo, hi u
 				off := ehSize + entrySize*int(le16(cb, ehMax))
 				if off+4 <= len(cb) && le32(cb, off) != crc32cRaw(c.img.inodeCsumSeed(in), cb[:off]) {
 					c.problem(KindExtentChecksum, inodeName(in.ino), "", "extent block %d checksum mismatch", child)
+				}
+			}
+			if le16(cb, ehMagic) == extentMagic && le16(cb, ehEntries) > 0 {
+				// The index names the first logical block its child
+				// maps (e2fsck: "logical start does not match").
+				if first := uint64(le32(cb[ehSize:], eeBlock)); first != start {
+					c.problem(KindExtentTree, inodeName(in.ino), "", "extent index at logical block %d, its node %d starts at %d", start, child, first)
 				}
 			}
 			c.extentNode(in, cb, false, d-1, start, next, m, keep)
@@ -416,6 +438,9 @@ func (c *checker) inodeXattrs(in *inode) {
 // old kernels) and value inodes without ea_inode.
 func (c *checker) xattrEntries(ino uint32, where string, entries []xattrEntry, inInode bool) {
 	for _, e := range entries {
+		if e.ValueInum != 0 {
+			c.eaValueRefs = true
+		}
 		if e.ValueInum != 0 && !c.sb.hasIncompat(incompatEAInode) {
 			c.problem(KindXattrInode, inodeName(ino), "", "%s %q: value in inode %d without ea_inode", where, e.Name, e.ValueInum)
 			continue
@@ -423,7 +448,7 @@ func (c *checker) xattrEntries(ino uint32, where string, entries []xattrEntry, i
 		if inInode && e.Hash == 0 {
 			continue
 		}
-		if h := xattrEntryHash(e); e.Hash != h {
+		if h := xattrEntryHash(e); e.Hash != h && e.Hash != xattrEntryHashSigned(e) {
 			c.problem(KindXattrInode, inodeName(ino), "", "%s %q: hash 0x%08x, computed 0x%08x", where, e.Name, e.Hash, h)
 		}
 	}

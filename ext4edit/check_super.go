@@ -20,11 +20,14 @@ func (c *checker) checkSuper() bool {
 	if sb.rBlocksCount() > img.blocksCount {
 		c.problem(KindSuperblock, "superblock", "", "reserved blocks count %d exceeds the block count %d", sb.rBlocksCount(), img.blocksCount)
 	}
+	// Free counts beyond the totals: e2fsck recomputes both from the
+	// groups and does not count them as errors (the kernel takes the
+	// groups' counts at mount too), so a note.
 	if sb.freeInodesCount() > img.inodesCount {
-		c.problem(KindSuperblock, "superblock", "", "free inodes count %d exceeds the inode count %d", sb.freeInodesCount(), img.inodesCount)
+		c.rep.Notes = append(c.rep.Notes, fmt.Sprintf("the superblock's free inodes count %d exceeds the inode count %d (recomputed from the groups, as e2fsck and the kernel do)", sb.freeInodesCount(), img.inodesCount))
 	}
 	if sb.freeBlocksCount() > img.blocksCount {
-		c.problem(KindSuperblock, "superblock", "", "free blocks count %d exceeds the block count %d", sb.freeBlocksCount(), img.blocksCount)
+		c.rep.Notes = append(c.rep.Notes, fmt.Sprintf("the superblock's free blocks count %d exceeds the block count %d (recomputed from the groups, as e2fsck and the kernel do)", sb.freeBlocksCount(), img.blocksCount))
 	}
 	csums := sb.groupCsums()
 	for g := uint32(0); g < img.groupCount; g++ {

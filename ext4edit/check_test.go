@@ -1,6 +1,7 @@
 package ext4edit_test
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -153,6 +154,9 @@ func TestCheckCorruptions(t *testing.T) {
 		{"journal superblock", "sif <8> block[0] 0", nil},
 		{"link count of root", "sif <2> links_count 9", []ext4edit.ProblemKind{ext4edit.KindLinkCount}},
 		{"xattr block refcount", "sif /etc/hostname file_acl 0", nil},
+		// Found against e2fsprogs' own test images (tests/f_clear_xattr):
+		// an attribute block without the ext_attr feature.
+		{"attribute block without ext_attr", "feature -ext_attr", []ext4edit.ProblemKind{ext4edit.KindXattrBlock}},
 	}
 	for _, v := range []string{"default", "no-metadata-csum", "ext3"} {
 		var args []string
@@ -188,5 +192,47 @@ func TestCheckCorruptions(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestCheckDuplicateName: a name twice in one directory block (found
+// against e2fsprogs' tests/f_dup_de; debugfs cannot make one): e2fsck -fn
+// and Check both call it dirty, Check naming the duplicate.
+func TestCheckDuplicateName(t *testing.T) {
+	testimg.Require(t, "mkfs.ext4", "e2fsck", "debugfs")
+	tree := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(tree, "etc"), 0o755))
+	for _, n := range []string{"hostname", "hostnamf"} {
+		require.NoError(t, os.WriteFile(filepath.Join(tree, "etc", n), []byte(n+"\n"), 0o644))
+	}
+	for _, v := range checkVariants {
+		t.Run(v.name, func(t *testing.T) {
+			img := testimg.MkfsFromDir(t, t.TempDir(), "img", "16M", tree, v.args...)
+			blocks := testimg.DebugfsBlocks(t, img, "/etc")
+			require.NotEmpty(t, blocks)
+			bsU, ok := testimg.HeaderField(testimg.Dumpe2fs(t, img, true), "Block size")
+			require.True(t, ok)
+			bs := int64(bsU)
+			f, err := os.OpenFile(img, os.O_RDWR, 0)
+			require.NoError(t, err)
+			buf := make([]byte, bs)
+			_, err = f.ReadAt(buf, int64(blocks[0])*bs)
+			require.NoError(t, err)
+			i := bytes.Index(buf, []byte("hostnamf"))
+			require.GreaterOrEqual(t, i, 0, "the name in /etc's first block")
+			buf[i+7] = 'e'
+			_, err = f.WriteAt(buf, int64(blocks[0])*bs)
+			require.NoError(t, err)
+			require.NoError(t, f.Close())
+			clean, out := testimg.Fsck(t, img)
+			require.False(t, clean, "e2fsck -fn must see the duplicate:\n%s", out)
+			rep, err := ext4edit.Check(img, nil)
+			require.NoError(t, err)
+			found := false
+			for _, p := range rep.Problems {
+				found = found || (p.Kind == ext4edit.KindDirEntry && strings.Contains(p.Message, `duplicate entry "hostname"`))
+			}
+			require.True(t, found, "Check: %v\ne2fsck:\n%s", rep.Problems, out)
+		})
 	}
 }

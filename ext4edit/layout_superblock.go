@@ -28,6 +28,7 @@ const (
 	sbState             = 0x3A  // __le16 s_state (1 = cleanly unmounted, 2 = errors)
 	sbErrors            = 0x3C  // __le16 s_errors (1 = continue)
 	sbLastcheck         = 0x40  // __le32 s_lastcheck
+	sbCreatorOS         = 0x48  // __le32 s_creator_os (0 Linux, 1 Hurd, ...)
 	sbRevLevel          = 0x4C  // __le32 s_rev_level (0 = good old, 1 = dynamic)
 	sbFirstIno          = 0x54  // __le32 s_first_ino
 	sbInodeSize         = 0x58  // __le16 s_inode_size
@@ -170,6 +171,10 @@ func (s superblock) metadataCsum() bool { return s.hasRoCompat(roCompatMetadataC
 
 // groupCsums reports whether group descriptors carry a checksum and the
 // UNINIT flags are meaningful.
+// hurd: made by the GNU Hurd, whose ext2 has no directory entry file
+// types (e2fsck ignores the filetype feature there).
+func (s superblock) hurd() bool { return le32(s.b, sbCreatorOS) == 1 }
+
 func (s superblock) groupCsums() bool { return s.metadataCsum() || s.hasRoCompat(roCompatGdtCsum) }
 
 // csumSeed is the seed every metadata_csum checksum starts from.

@@ -78,7 +78,7 @@ func openOn(f *os.File, path string, o Options, locked bool) (*Image, error) {
 		return nil, err
 	}
 	img.resetState()
-	if img.needsReplay() {
+	if img.needsReplay() && !(o.skipReplay && o.ReadOnly) {
 		if err := img.replay(); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrNeedsRecovery, err)
 		}

@@ -160,6 +160,27 @@ func xattrEntryHash(e xattrEntry) uint32 {
 	return xattrHashEntry([]byte(suffix), e.Value)
 }
 
+// xattrEntryHashSigned is xattrEntryHash with the name's bytes taken as
+// signed char, as kernels before 6.2 hashed them on x86 (e2fsck accepts
+// either).
+func xattrEntryHashSigned(e xattrEntry) uint32 {
+	if e.ValueInum != 0 {
+		return e.Hash
+	}
+	_, suffix := splitXattrName(e.Name)
+	var hash uint32
+	for _, c := range []byte(suffix) {
+		hash = (hash << xattrNameHashShift) ^ (hash >> (32 - xattrNameHashShift)) ^ uint32(int32(int8(c)))
+	}
+	for i := 0; i < len(e.Value); i += 4 {
+		var w [4]byte
+		copy(w[:], e.Value[i:])
+		hash = (hash << xattrValueHashShift) ^ (hash >> (32 - xattrValueHashShift)) ^
+			binary.LittleEndian.Uint32(w[:])
+	}
+	return hash
+}
+
 // xattrRehash is ext4_xattr_rehash: h_hash over the e_hash of all entries
 // in on-disk order; any entry with e_hash 0 makes the block hash 0 (such a
 // block is never shared).

@@ -276,6 +276,13 @@ func (c *checker) htree(ino uint32, d *dirBlocks, nodes map[uint32]bool) (ranges
 	c.dirRootDots(ino, root)
 	ranges = map[uint32]hashRange{}
 	c.dxNode(ino, root, dxRootCountOff, levels, pblk, nodes, 0, 0, 1<<32, ranges)
+	// Every block of an indexed directory is the root, an index node or
+	// a leaf the index points at (e2fsck: "block not referenced").
+	for _, l := range d.lblks {
+		if _, leaf := ranges[l]; !leaf && !nodes[l] {
+			c.problem(KindHtree, inodeName(ino), "", "directory block %d not referenced by the index", l)
+		}
+	}
 	version = root[dxRootHashVer]
 	if version <= hashTea && le32(c.sb.b, sbFlags)&sbFlagUnsignedHash != 0 {
 		version += 3
@@ -366,6 +373,10 @@ func (c *checker) dxNode(ino uint32, b []byte, countOff, levels int, pblk map[ui
 			}
 			c.dxNode(ino, nb, dxNodeCountOff, levels, pblk, nodes, depth+1, elo, ehi, ranges)
 		} else {
+			if _, dup := ranges[blk]; dup || nodes[blk] {
+				c.problem(KindHtree, inodeName(ino), "", "dx leaf block %d referenced twice", blk)
+				continue
+			}
 			ranges[blk] = hashRange{elo, ehi}
 		}
 	}

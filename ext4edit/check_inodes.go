@@ -1,6 +1,9 @@
 package ext4edit
 
-import "fmt"
+import (
+	"bytes"
+	"fmt"
+)
 
 // passInodes is e2fsck's pass 1: every inode the tables hold in use
 // (i_links_count > 0; the reserved ones always), its checksum, mode,
@@ -49,6 +52,24 @@ func (c *checker) inode(in *inode) {
 		// inode has zero dtime").
 		if in.mode() != 0 && le32(in.b, iDtime) == 0 {
 			c.problem(KindInodeDtime, inodeName(ino), "", "deleted (no links) but its dtime is zero")
+		}
+		// e2fsck verifies every inode it scans that is not all zeros,
+		// deleted ones too ("passes checks, but checksum does not
+		// match").
+		if c.sb.metadataCsum() && !allZero(in.b) && img.storedInodeCsum(in) != img.inodeCsum(in) {
+			c.problem(KindInodeChecksum, inodeName(ino), "", "deleted inode: checksum 0x%08x, computed 0x%08x", img.storedInodeCsum(in), img.inodeCsum(in))
+		}
+		return
+	}
+	if ino == badBlocksIno {
+		// The bad blocks list: its data blocks are the bad blocks, which
+		// it owns (marked in use, never handed out); one that is also a
+		// superblock, descriptor, bitmap or inode table is e2fsck's "on
+		// the bad block list" problem (a claim of metadata), and its map
+		// must stay inside the filesystem.
+		c.inodes.add(ino, inodeFacts{})
+		if in.flags()&flagExtents == 0 {
+			c.walkBlockMap(in)
 		}
 		return
 	}
@@ -141,6 +162,8 @@ func (c *checker) inode(in *inode) {
 			c.problem(KindSymlink, inodeName(ino), "", "symlink of %d bytes", in.size())
 		} else if m.blocks == 0 && in.size() >= iBlockLen {
 			c.problem(KindSymlink, inodeName(ino), "", "slow symlink of %d bytes has no block", in.size())
+		} else if !m.bad && fl&flagEncrypt == 0 {
+			c.symlinkTarget(in, m.blocks == 0)
 		}
 	}
 	if !c.eaValueRefs {
@@ -459,5 +482,33 @@ func (c *checker) checkXattrRefcounts() {
 		if x.refcount != x.users {
 			c.problem(KindXattrBlock, fmt.Sprintf("block %d", blk), "", "attribute block refcount %d, used by %d inodes", x.refcount, x.users)
 		}
+	}
+}
+
+// symlinkTarget: the target runs exactly to i_size, with no NUL before
+// it (e2fsck's "symlink is invalid": it measures the target with
+// strnlen over i_block or the data block).
+func (c *checker) symlinkTarget(in *inode, fast bool) {
+	var buf []byte
+	if fast {
+		buf = in.iblock()[:iBlockLen]
+	} else {
+		p, err := c.img.mapBlock(in, 0)
+		if err != nil || p == 0 {
+			c.problem(KindSymlink, inodeName(in.ino), "", "slow symlink: no readable first block")
+			return
+		}
+		buf = c.blockBuf
+		if err := c.img.readBlock(p, buf); err != nil {
+			c.problem(KindUnreadable, inodeName(in.ino), "", "symlink block %d: %v", p, err)
+			return
+		}
+	}
+	n := bytes.IndexByte(buf, 0)
+	if n < 0 {
+		n = len(buf)
+	}
+	if n == len(buf) || uint64(n) != in.size() {
+		c.problem(KindSymlink, inodeName(in.ino), "", "target of %d bytes (to the first NUL), i_size %d", n, in.size())
 	}
 }

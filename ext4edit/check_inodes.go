@@ -68,6 +68,12 @@ func (c *checker) inode(in *inode) {
 		// the bad block list" problem (a claim of metadata), and its map
 		// must stay inside the filesystem.
 		c.inodes.add(ino, inodeFacts{})
+		// e2fsck's "the bad block inode looks invalid": it has no mode,
+		// owner, links, inline data or attribute block.
+		if in.mode() != 0 || in.uid() != 0 || in.gid() != 0 || in.links() != 0 || in.flags()&flagInlineData != 0 || in.fileACL() != 0 {
+			c.problem(KindInodeMode, inodeName(ino), "", "the bad blocks inode has a mode, owner, links, inline data or an attribute block")
+			return
+		}
 		if in.flags()&flagExtents == 0 {
 			c.walkBlockMap(in)
 		}

@@ -135,9 +135,19 @@ func xattrAliasName(index uint8, suffix string) string {
 // signed variant (ext4_xattr_hash_entry_signed), and e2fsck (1.47) accepts
 // either. The two only differ for name bytes >= 0x80.
 func xattrHashEntry(name []byte, value []byte) uint32 {
+	return xattrHash(name, value, false)
+}
+
+// xattrHash is xattrHashEntry with the name's bytes taken as signed char
+// when signed (ext4_xattr_hash_entry_signed).
+func xattrHash(name []byte, value []byte, signed bool) uint32 {
 	var hash uint32
 	for _, c := range name {
-		hash = (hash << xattrNameHashShift) ^ (hash >> (32 - xattrNameHashShift)) ^ uint32(c)
+		v := uint32(c)
+		if signed {
+			v = uint32(int32(int8(c)))
+		}
+		hash = (hash << xattrNameHashShift) ^ (hash >> (32 - xattrNameHashShift)) ^ v
 	}
 	for i := 0; i < len(value); i += 4 {
 		var w [4]byte
@@ -152,33 +162,19 @@ func xattrHashEntry(name []byte, value []byte) uint32 {
 // entry the kernel hashes the name with the EA inode's crc32c hash as the
 // single value word; that hash lives in the EA inode, so e.Hash (as read)
 // is returned unchanged.
-func xattrEntryHash(e xattrEntry) uint32 {
-	if e.ValueInum != 0 {
-		return e.Hash
-	}
-	_, suffix := splitXattrName(e.Name)
-	return xattrHashEntry([]byte(suffix), e.Value)
-}
+func xattrEntryHash(e xattrEntry) uint32 { return xattrEntryHashAs(e, false) }
 
 // xattrEntryHashSigned is xattrEntryHash with the name's bytes taken as
 // signed char, as kernels before 6.2 hashed them on x86 (e2fsck accepts
 // either).
-func xattrEntryHashSigned(e xattrEntry) uint32 {
+func xattrEntryHashSigned(e xattrEntry) uint32 { return xattrEntryHashAs(e, true) }
+
+func xattrEntryHashAs(e xattrEntry, signed bool) uint32 {
 	if e.ValueInum != 0 {
 		return e.Hash
 	}
 	_, suffix := splitXattrName(e.Name)
-	var hash uint32
-	for _, c := range []byte(suffix) {
-		hash = (hash << xattrNameHashShift) ^ (hash >> (32 - xattrNameHashShift)) ^ uint32(int32(int8(c)))
-	}
-	for i := 0; i < len(e.Value); i += 4 {
-		var w [4]byte
-		copy(w[:], e.Value[i:])
-		hash = (hash << xattrValueHashShift) ^ (hash >> (32 - xattrValueHashShift)) ^
-			binary.LittleEndian.Uint32(w[:])
-	}
-	return hash
+	return xattrHash([]byte(suffix), e.Value, signed)
 }
 
 // xattrRehash is ext4_xattr_rehash: h_hash over the e_hash of all entries

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/banger/ext4kit/internal/earlyflush"
 )
 
 // Image is an open ext4 filesystem inside a file. It is not safe for
@@ -109,10 +111,9 @@ type dirPathCache struct {
 type dataWriteback struct {
 	padBuf        []byte
 	lo, hi, bytes int64
-	// sinceFlush counts the data written since the last early flush
-	// started; flushing is closed when that flush returns (nil: none).
-	sinceFlush int64
-	flushing   chan struct{}
+	// early flushes a scratch image's file in the background
+	// (earlyFlush); its Sync is set at the first data write.
+	early earlyflush.Flusher
 }
 
 // openFileSet tracks the Files open for writing and their spare buffers.
@@ -218,45 +219,23 @@ func (img *Image) startWriteback(off, n int64) {
 // whose one barrier is Close's) writes between early flushes.
 const earlyFlushEvery = 64 << 20
 
-// earlyFlush flushes a scratch image's file in the background once every
-// earlyFlushEvery bytes of data. A scratch image has no barrier before
-// Close, so without this Close's flush would make the whole image durable
-// at once: on a virtual disk with a write-back cache that flush costs
-// 0.05 to 0.3 s for 700 MB, all of it after the last layer's last byte.
-// Flushed as it goes, the disk works while the layers are still being
-// decompressed, and Close's flush covers the last stretch. Nothing relies
+// earlyFlush counts n bytes of data written to a scratch image, whose
+// file is flushed in the background every earlyFlushEvery bytes
+// (internal/earlyflush): without it Close's flush would make the whole
+// image durable at once, after the last layer's last byte. Nothing relies
 // on these flushes (the file is private until Close), so they go to the
 // file itself, not through a device hook.
 func (img *Image) earlyFlush(n int64) {
-	img.wb.sinceFlush += n
-	if img.wb.sinceFlush < earlyFlushEvery {
-		return
+	if img.wb.early.Sync == nil {
+		f := img.f
+		img.wb.early = earlyflush.Flusher{Every: earlyFlushEvery, Sync: func() error { return fdatasync(f) }}
 	}
-	if c := img.wb.flushing; c != nil {
-		select {
-		case <-c:
-		default:
-			return // the last one still runs: let it
-		}
-	}
-	img.wb.sinceFlush = 0
-	done := make(chan struct{})
-	img.wb.flushing = done
-	f := img.f
-	go func() {
-		defer close(done)
-		_ = fdatasync(f)
-	}()
+	img.wb.early.Wrote(n)
 }
 
 // waitEarlyFlush waits for an early flush still running (before Close's
 // own flush and before the file is closed).
-func (img *Image) waitEarlyFlush() {
-	if c := img.wb.flushing; c != nil {
-		<-c
-		img.wb.flushing = nil
-	}
-}
+func (img *Image) waitEarlyFlush() { img.wb.early.Wait() }
 
 func sortedKeys[K ~uint32 | ~uint64, V any](m map[K]V) []K {
 	out := make([]K, 0, len(m))

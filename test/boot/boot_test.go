@@ -225,9 +225,10 @@ type bootEnv struct {
 	summary  []string
 }
 
-// TestBoot boots one guest per init system (subtests: systemd, sysvinit,
-// openrc, busybox).
-func TestBoot(t *testing.T) {
+// requireBootHost skips t unless the boot tests are asked for and can
+// run here (root, amd64, the tools); it returns the tools' paths and the
+// fixture cache directory.
+func requireBootHost(t *testing.T) (tools map[string]string, cache string) {
 	if os.Getenv(envEnable) != "1" {
 		t.Skipf("opt-in end-to-end boot test: set %s=1 (needs root, debootstrap, qemu-system-x86_64, e2fsprogs, kmod and network access to Debian's archive; see test/boot/README.md)", envEnable)
 	}
@@ -237,24 +238,48 @@ func TestBoot(t *testing.T) {
 	if runtime.GOARCH != "amd64" {
 		t.Skipf("the boot test builds amd64 guests and runs qemu-system-x86_64 with TCG; GOARCH=%s", runtime.GOARCH)
 	}
-	env := &bootEnv{tools: map[string]string{}}
+	tools = map[string]string{}
 	for _, tool := range []struct{ name, pkg string }{
 		{"qemu-system-x86_64", "qemu-system-x86"},
 		{"debootstrap", "debootstrap"},
 		{"e2fsck", "e2fsprogs"},
 		{"mkfs.ext4", "e2fsprogs"},
+		{"debugfs", "e2fsprogs"},
 		{"depmod", "kmod"},
 	} {
 		p, err := exec.LookPath(tool.name)
 		if err != nil {
 			t.Skipf("%s not installed: apt-get install %s", tool.name, tool.pkg)
 		}
-		env.tools[tool.name] = p
+		tools[tool.name] = p
 	}
-	env.cache = os.Getenv(envCache)
-	if env.cache == "" {
-		env.cache = defaultCache
+	cache = os.Getenv(envCache)
+	if cache == "" {
+		cache = defaultCache
 	}
+	return tools, cache
+}
+
+// buildFixture runs build-rootfs.sh GUEST (script) with the cache
+// directory, its output logged line by line.
+func buildFixture(t *testing.T, script, cache, guest string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+	defer cancel()
+	build := exec.CommandContext(ctx, "bash", script, guest)
+	build.Env = append(os.Environ(), envCache+"="+cache)
+	lw := &lineLogger{t: t}
+	build.Stdout, build.Stderr = lw, lw
+	err := build.Run()
+	lw.flush()
+	require.NoError(t, err, "build-rootfs.sh %s", guest)
+}
+
+// TestBoot boots one guest per init system (subtests: systemd, sysvinit,
+// openrc, busybox).
+func TestBoot(t *testing.T) {
+	env := &bootEnv{}
+	env.tools, env.cache = requireBootHost(t)
 	env.settle = 15 * time.Second
 	if s := os.Getenv(envSettle); s != "" {
 		d, err := time.ParseDuration(s)
@@ -308,15 +333,7 @@ func bootGuest(t *testing.T, env *bootEnv, g guest) {
 	}()
 	// 1. The fixture: kernel and the guest's tree, tar layer, mkfs image.
 	t0 := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-	defer cancel()
-	build := exec.CommandContext(ctx, "bash", env.script, g.name)
-	build.Env = append(os.Environ(), envCache+"="+env.cache)
-	lw := &lineLogger{t: t, prefix: ""}
-	build.Stdout, build.Stderr = lw, lw
-	err := build.Run()
-	lw.flush()
-	require.NoError(t, err, "build-rootfs.sh %s", g.name)
+	buildFixture(t, env.script, env.cache, g.name)
 	t.Logf("fixture %s ready in %s (cache %s)", g.name, time.Since(t0).Round(time.Second), env.cache)
 
 	gdir := filepath.Join(env.cache, g.name)

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -39,44 +38,10 @@ import (
 // must boot to the agent, the tampered one must fail with dm-verity's
 // corruption message.
 func TestBootVerity(t *testing.T) {
-	if os.Getenv(envEnable) != "1" {
-		t.Skipf("opt-in end-to-end boot test: set %s=1 (see test/boot/README.md)", envEnable)
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("the boot test needs root (debootstrap, chroot): sudo env BANGER_BOOT_TEST=1 go test ...")
-	}
-	if runtime.GOARCH != "amd64" {
-		t.Skipf("the boot test builds amd64 guests and runs qemu-system-x86_64 with TCG; GOARCH=%s", runtime.GOARCH)
-	}
-	tools := map[string]string{}
-	for _, tool := range []struct{ name, pkg string }{
-		{"qemu-system-x86_64", "qemu-system-x86"},
-		{"debootstrap", "debootstrap"},
-		{"e2fsck", "e2fsprogs"},
-		{"debugfs", "e2fsprogs"},
-		{"depmod", "kmod"},
-	} {
-		p, err := exec.LookPath(tool.name)
-		if err != nil {
-			t.Skipf("%s not installed: apt-get install %s", tool.name, tool.pkg)
-		}
-		tools[tool.name] = p
-	}
-	cache := os.Getenv(envCache)
-	if cache == "" {
-		cache = defaultCache
-	}
+	tools, cache := requireBootHost(t)
 	script, err := filepath.Abs("build-rootfs.sh")
 	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-	defer cancel()
-	build := exec.CommandContext(ctx, "bash", script, "busybox")
-	build.Env = append(os.Environ(), envCache+"="+cache)
-	lw := &lineLogger{t: t}
-	build.Stdout, build.Stderr = lw, lw
-	err = build.Run()
-	lw.flush()
-	require.NoError(t, err, "build-rootfs.sh busybox")
+	buildFixture(t, script, cache, "busybox")
 
 	work := t.TempDir()
 	agent := filepath.Join(work, "banger-vsock-agent")

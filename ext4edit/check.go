@@ -91,7 +91,7 @@ func Check(path string, opts *CheckOptions) (*CheckReport, error) {
 	img, err := Open(path, &Options{ReadOnly: true, NoLock: true, Offset: opts.Offset, Partition: opts.Partition})
 	var note string
 	var journalErr error
-	if err != nil && errors.Is(err, ErrNeedsRecovery) {
+	if errors.Is(err, ErrNeedsRecovery) {
 		// The journal cannot be replayed (a logged block failing its
 		// checksum, a bad revoke record): check the filesystem as it is
 		// on disk, as e2fsck -n does (the kernel would refuse to mount

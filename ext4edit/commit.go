@@ -25,6 +25,8 @@ func (img *Image) commit() error {
 	switch {
 	case img.opts.Scratch:
 		err = img.commitScratch()
+	case img.dirty.ordered:
+		err = img.commitOrdered()
 	case img.sb.hasCompat(compatHasJournal):
 		// One transaction carries everything, frees included.
 		if err = img.applyPendingFrees(); err != nil {

@@ -197,6 +197,11 @@ type crScenario struct {
 	name    string
 	prepare func(t *testing.T, dir string, mkfsOpts []string) string
 	edit    func(img *ext4edit.Image) error
+	// atomic: the edit promises the old or the new filesystem even
+	// without a journal (a resize), after e2fsck -p at most: the
+	// variant without a journal is judged by verifyPreen, not by
+	// verifyNoJournal's repairs and mixed trees.
+	atomic bool
 }
 
 // crImagepullInject runs the real imagepull.InjectGuestAgents (with the
@@ -282,6 +287,7 @@ func crGrow() crScenario {
 		edit: func(img *ext4edit.Image) error {
 			return img.Resize(3 * img.Size())
 		},
+		atomic: true,
 	}
 }
 
@@ -534,9 +540,12 @@ func crSweep(t *testing.T, sc crScenario, v crVariant, kernel bool) int {
 			defer wg.Done()
 			for j := range jobs {
 				var outcome string
-				if v.journal {
+				switch {
+				case v.journal:
 					outcome = r.verifyJournaled(j.crashed, j.at, j.kernel)
-				} else {
+				case sc.atomic:
+					outcome = r.verifyPreen(j.crashed, j.at, j.kernel)
+				default:
 					outcome = r.verifyNoJournal(j.crashed, j.at)
 				}
 				r.stat(j.mode.String() + " " + outcome)
@@ -680,7 +689,6 @@ func (r *crRunner) fsckClean(what, at, img string) bool {
 
 // verifyJournaled recovers the crashed image three ways.
 func (r *crRunner) verifyJournaled(crashed, at string, kernel bool) string {
-	t := r.t
 	var outcomes []string
 	// Read-only open: replay in memory, the file untouched (O_RDONLY
 	// guarantees it; the digest, on a sample of states, proves it).
@@ -738,16 +746,7 @@ func (r *crRunner) verifyJournaled(crashed, at string, kernel bool) string {
 	if kernel {
 		c3 := crashed + ".kernel"
 		defer os.Remove(c3)
-		if err := jtCopyErr(crashed, c3); err != nil {
-			r.failf("%v", err)
-		}
-		ok := t.Run("kernel-"+strings.ReplaceAll(at, "@", "-"), func(t *testing.T) {
-			_, unmount := testimg.Mount(t, c3, false)
-			unmount()
-		})
-		if !ok {
-			r.failf("%s/%s %s: the kernel could not mount the crashed image", r.v.name, r.sc.name, at)
-		} else if r.fsckClean("a kernel mount", at, c3) {
+		if r.kernelMount(crashed, c3, at) && r.fsckClean("a kernel mount", at, c3) {
 			if tr, err := jtSnap(c3); err != nil {
 				r.failf("%s/%s %s: snapshot after the kernel: %v", r.v.name, r.sc.name, at, err)
 			} else {
@@ -755,7 +754,12 @@ func (r *crRunner) verifyJournaled(crashed, at string, kernel bool) string {
 			}
 		}
 	}
-	// All recoveries agree.
+	return r.agree(at, outcomes)
+}
+
+// agree checks that every recovery (outcomes: "how:old" or "how:new")
+// left the same tree, and returns it ("unrecovered" when none did).
+func (r *crRunner) agree(at string, outcomes []string) string {
 	first := ""
 	for _, o := range outcomes {
 		w := o[strings.IndexByte(o, ':')+1:]
@@ -770,6 +774,80 @@ func (r *crRunner) verifyJournaled(crashed, at string, kernel bool) string {
 		return "unrecovered"
 	}
 	return first
+}
+
+// kernelMount copies crashed to c3 and has the kernel mount (and so
+// recover) and unmount it.
+func (r *crRunner) kernelMount(crashed, c3, at string) bool {
+	if err := jtCopyErr(crashed, c3); err != nil {
+		r.failf("%v", err)
+		return false
+	}
+	ok := r.t.Run("kernel-"+strings.ReplaceAll(at, "@", "-"), func(t *testing.T) {
+		_, unmount := testimg.Mount(t, c3, false)
+		unmount()
+	})
+	if !ok {
+		r.failf("%s/%s %s: the kernel could not mount the crashed image", r.v.name, r.sc.name, at)
+	}
+	return ok
+}
+
+// verifyPreen judges a crash of an edit that promises the old or the new
+// filesystem without a journal (a resize): whatever recovers the image,
+// our read-write open, e2fsck -p or a kernel mount, gives exactly the old
+// or the new tree, and e2fsck -p (preen: the repairs it makes without
+// asking, such as leaked blocks) leaves it clean for e2fsck -fn. An exit
+// of 4 from e2fsck -p (it stopped and wants a manual check) fails.
+func (r *crRunner) verifyPreen(crashed, at string, kernel bool) string {
+	var outcomes []string
+	preen := func(what, img string) bool {
+		if code, out := jtFsck(img, "-fp"); code > 1 {
+			r.failf("%s/%s %s: after %s, e2fsck -fp exit %d (preen cannot repair it):\n%s", r.v.name, r.sc.name, at, what, code, out)
+			return false
+		}
+		return r.fsckClean(what+" and e2fsck -fp", at, img)
+	}
+	snap := func(what, img string) {
+		tr, err := jtSnap(img)
+		if err != nil {
+			r.failf("%s/%s %s: snapshot after %s: %v", r.v.name, r.sc.name, at, what, err)
+			return
+		}
+		outcomes = append(outcomes, what+":"+r.treeVerdict(what, at, tr))
+	}
+	// 1. Our read-write open (it replays a journal the edit made).
+	c1 := crashed + ".ours"
+	defer os.Remove(c1)
+	if err := jtCopyErr(crashed, c1); err != nil {
+		r.failf("%v", err)
+	}
+	if img, err := ext4edit.Open(c1, nil); err != nil {
+		r.failf("%s/%s %s: read-write open: %v", r.v.name, r.sc.name, at, err)
+	} else if err := img.Close(); err != nil {
+		r.failf("%s/%s %s: close after a read-write open: %v", r.v.name, r.sc.name, at, err)
+	} else {
+		snap("ours", c1)
+		preen("our open", c1)
+	}
+	// 2. e2fsck -fp.
+	c2 := crashed + ".fsck"
+	defer os.Remove(c2)
+	if err := jtCopyErr(crashed, c2); err != nil {
+		r.failf("%v", err)
+	}
+	if preen("the crash", c2) {
+		snap("e2fsck", c2)
+	}
+	// 3. The kernel, then e2fsck -fp.
+	if kernel {
+		c3 := crashed + ".kernel"
+		defer os.Remove(c3)
+		if r.kernelMount(crashed, c3, at) && preen("a kernel mount", c3) {
+			snap("kernel", c3)
+		}
+	}
+	return r.agree(at, outcomes)
 }
 
 // verifyNoJournal: e2fsck -fy repairs; then it must be clean and every
@@ -1186,7 +1264,8 @@ func crShrink() crScenario {
 			}
 			return img
 		},
-		edit: func(img *ext4edit.Image) error { return img.Resize(img.Size() / 2) },
+		edit:   func(img *ext4edit.Image) error { return img.Resize(img.Size() / 2) },
+		atomic: true,
 	}
 }
 

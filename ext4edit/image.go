@@ -79,6 +79,9 @@ type dirtySet struct {
 	// the block holding the journal inode: the checkpoint writes it home
 	// before the other logged blocks, behind a barrier (resize_shrink.go).
 	checkpointFirst uint64
+	// ordered: the commit goes the ordered way although the superblock
+	// names a journal (the one being added: resize_tempjournal.go).
+	ordered bool
 }
 
 // pendingFrees holds what this session released. Blocks return to the

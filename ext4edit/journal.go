@@ -50,8 +50,14 @@ func (img *Image) openJournal() (*journal, error) {
 	if !in.isReg() || in.hasInlineData() {
 		return nil, corruptf("journal inode %d is not a regular block-mapped file (mode 0%o, flags 0x%x)", jino, in.mode(), in.flags())
 	}
+	return img.parseJournal(in, nil)
+}
+
+// parseJournal reads the journal inode in's map and checks its superblock:
+// jsb, or with jsb nil the one on disk.
+func (img *Image) parseJournal(in *inode, jsb []byte) (*journal, error) {
 	j := &journal{img: img, ino: in}
-	err = img.walkFile(in, func(e fileExtent) error {
+	err := img.walkFile(in, func(e fileExtent) error {
 		j.exts = append(j.exts, e)
 		return nil
 	}, nil)
@@ -62,7 +68,9 @@ func (img *Image) openJournal() (*journal, error) {
 		return nil, err
 	}
 	j.sb = make([]byte, img.bs)
-	if err := img.readBlock(j.sbBlk, j.sb); err != nil {
+	if jsb != nil {
+		copy(j.sb, jsb)
+	} else if err := img.readBlock(j.sbBlk, j.sb); err != nil {
 		return nil, err
 	}
 	if be.Uint32(j.sb[jhMagic:]) != jMagic {

@@ -543,13 +543,26 @@ func (img *Image) mkJournal(n uint32, uuid [16]byte) error {
 			return nil
 		}
 	}
-	if n < 1024 || uint64(n)+64 > img.freeBlocksTotal() {
-		return fmt.Errorf("%w: a journal of %d blocks does not fit (%d free, 1024 at least)", fs.ErrInvalid, n, img.freeBlocksTotal())
+	_, err := img.mkJournalAt(n, uuid, img.groupFirstBlock(img.groupCount/2), false)
+	return err
+}
+
+// mkJournalAt makes inode 8 a journal of n blocks allocated from goal on
+// (contiguous where the free space allows) and returns the journal
+// superblock, which it writes to the journal's first block unless dry (a
+// resize's dry run only needs the allocation). Nothing is written but
+// that block: the inode, bitmaps and superblock fields are the caller's
+// to commit.
+func (img *Image) mkJournalAt(n uint32, uuid [16]byte, goal uint64, dry bool) ([]byte, error) {
+	if n == 0 {
+		return nil, fmt.Errorf("%w: a journal of 0 blocks", fs.ErrInvalid)
 	}
-	goal := img.groupFirstBlock(img.groupCount / 2)
+	if n < 1024 || uint64(n)+64 > img.freeBlocksTotal() {
+		return nil, fmt.Errorf("%w: a journal of %d blocks does not fit (%d free, 1024 at least)", fs.ErrInvalid, n, img.freeBlocksTotal())
+	}
 	runs, err := img.allocBlocks(goal, uint64(n))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	jsb := make([]byte, img.bs)
 	be.PutUint32(jsb[jhMagic:], jMagic)
@@ -563,8 +576,10 @@ func (img *Image) mkJournal(n uint32, uuid [16]byte) error {
 	copy(jsb[jsUUID:], uuid[:])
 	be.PutUint32(jsb[jsNrUsers:], 1)
 	copy(jsb[jsUsers:], uuid[:]) // s_users[0]
-	if err := img.writeData(runs[0].start, jsb); err != nil {
-		return err
+	if !dry {
+		if err := img.writeData(runs[0].start, jsb); err != nil {
+			return nil, err
+		}
 	}
 	in := &inode{ino: journalIno, b: make([]byte, img.inodeSize)}
 	if img.inodeSize > goodOldInodeSize {
@@ -584,15 +599,15 @@ func (img *Image) mkJournal(n uint32, uuid [16]byte) error {
 		l += r.len
 	}
 	if err := img.mapNew(in, exts, goal); err != nil {
-		return err
+		return nil, err
 	}
 	in.setSize(uint64(n) * uint64(img.bs))
 	if err := img.writeInode(in); err != nil {
-		return err
+		return nil, err
 	}
 	put32(img.sb.b, sbJournalInum, journalIno)
 	setJournalBackup(img.sb, in)
-	return nil
+	return jsb, nil
 }
 
 // setJournalBackup stores s_jnl_blocks, the backup of the journal inode's

@@ -56,10 +56,17 @@ func (img *Image) Size() int64 {
 // The change is one journal transaction where the filesystem has a
 // journal (the blocks past the old end, or a shrink's moved data, are
 // written and made durable before it, in blocks the old filesystem does
-// not use): a crash leaves the old filesystem or the new one. Without a
-// journal the metadata goes in the editor's ordered way, which for a
-// shrink is not atomic: a crash midway needs e2fsck -fy. Pending
-// edits are committed first; Files open for writing must be closed.
+// not use): a crash leaves the old filesystem or the new one. A
+// filesystem without a journal borrows one for the resize (1024 blocks
+// or what the transaction needs, removed again after it;
+// resize_tempjournal.go): a crash leaves the old or the new filesystem,
+// after e2fsck -p at most (it reclaims the journal's blocks), or with
+// the journal still in place if the crash hit the transaction itself.
+// A shrink must leave room for that journal (MinSize counts it); a grow
+// of a filesystem too full to hold one goes the ordered way, and a crash
+// midway can then need e2fsck -fy. Scratch images (Options.Scratch)
+// make no crash promise and borrow nothing. Pending edits are committed
+// first; Files open for writing must be closed.
 // Every check happens before the first write: a refused resize leaves
 // the image as it was. The filesystem must start at the file's first
 // byte (no Options.Offset or Partition), so that the file's size can
@@ -102,6 +109,9 @@ func (img *Image) resize(size int64) error {
 	}
 	if want < img.blocksCount {
 		return img.shrink(want, false)
+	}
+	if img.needsTempJournal() {
+		return img.growBorrowing(want)
 	}
 	return img.grow(want)
 }

@@ -1,6 +1,7 @@
 package ext4edit
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 )
@@ -21,40 +22,13 @@ import (
 //     written before the log like fresh blocks; its first barrier makes
 //     the writes of step 2 durable; the superblock goes home last).
 func (img *Image) grow(want uint64) error {
-	old := img.geometry
-	nsb, ng, err := img.resizedSuperblock(want)
-	if err != nil {
+	p, err := img.planGrow(want)
+	if err != nil || p == nil {
 		return err
 	}
-	if ng.blocksCount <= old.blocksCount {
-		return nil
-	}
-	flex := uint32(1)
-	if ng.incompat.has(incompatFlexBG) {
-		if lg := nsb.b[sbLogGroupsPerFlex]; lg < 31 {
-			flex = 1 << lg
-		}
-	}
-	locs, err := ng.layoutGroupMeta(old.groupCount, ng.groupCount, flex)
-	if err != nil {
-		return err
-	}
-	// The resize inode as it is: its dind block is kept or released.
-	var resize *inode
-	var dind uint64
-	if old.compat.has(compatResizeInode) {
-		if resize, err = img.readInode(resizeIno); err != nil {
-			return err
-		}
-		if dind = resizeInodeDind(resize); !old.inFS(dind) || dind < old.metaEnd(0) {
-			return corruptf("resize inode's dind block %d", dind)
-		}
-	}
+	old, nsb, ng, locs, resize, dind := p.old, p.nsb, p.ng, p.locs, p.resize, p.dind
 	gdtBuf := make([]byte, uint64(ng.groupCount)*uint64(ng.descSize))
 	copy(gdtBuf, img.gdt)
-	if err := img.checkGrowFits(old, ng); err != nil {
-		return err
-	}
 
 	// 1. The file.
 	oldBytes, newBytes := old.bytes(), ng.bytes()
@@ -172,24 +146,95 @@ func (img *Image) commitResize(backupsAfter bool) error {
 	return img.dev.Sync()
 }
 
+// growPlan is a grow checked and laid out, before anything is written.
+type growPlan struct {
+	old, ng geometry
+	nsb     superblock
+	locs    []groupMetaLoc
+	resize  *inode // the resize inode as it is (nil: none)
+	dind    uint64 // its dind block, kept or released
+	n       int    // blocks the commit writes through a journal
+}
+
+// planGrow checks a grow to want blocks (nil: nothing to grow).
+func (img *Image) planGrow(want uint64) (*growPlan, error) {
+	p := &growPlan{old: img.geometry}
+	var err error
+	if p.nsb, p.ng, err = img.resizedSuperblock(want); err != nil {
+		return nil, err
+	}
+	if p.ng.blocksCount <= p.old.blocksCount {
+		return nil, nil
+	}
+	flex := uint32(1)
+	if p.ng.incompat.has(incompatFlexBG) {
+		if lg := p.nsb.b[sbLogGroupsPerFlex]; lg < 31 {
+			flex = 1 << lg
+		}
+	}
+	if p.locs, err = p.ng.layoutGroupMeta(p.old.groupCount, p.ng.groupCount, flex); err != nil {
+		return nil, err
+	}
+	if p.old.compat.has(compatResizeInode) {
+		if p.resize, err = img.readInode(resizeIno); err != nil {
+			return nil, err
+		}
+		if p.dind = resizeInodeDind(p.resize); !p.old.inFS(p.dind) || p.dind < p.old.metaEnd(0) {
+			return nil, corruptf("resize inode's dind block %d", p.dind)
+		}
+	}
+	p.n = growCommitBlocks(p.old, p.ng)
+	if err := img.checkGrowFits(p.n); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// growCommitBlocks bounds what a grow's commit writes through a journal:
+// the superblock, the descriptor blocks of the old area that change, the
+// old last group's bitmaps, the resize inode, its dind and reserved blocks.
+func growCommitBlocks(old, ng geometry) int {
+	n := 1 + 2 + 1 + 1 + int(old.reservedGdt)
+	firstDesc := (old.groupCount - 1) / ng.descPerBlock
+	for i := firstDesc; i < ng.gdtBlocks; i++ {
+		if ng.descBlock(i) < old.blocksCount {
+			n++
+		}
+	}
+	return n
+}
+
+// growBorrowing grows a filesystem without a journal through a temporary
+// one (resize_tempjournal.go), sized for the grow's commit and added only
+// once the grow's checks pass. Without room for a journal the grow goes
+// the ordered way.
+func (img *Image) growBorrowing(want uint64) error {
+	p, err := img.planGrow(want)
+	if err != nil || p == nil {
+		return err
+	}
+	t, err := img.addTempJournal(img.tempJournalBlocks(p.n), img.groupFirstBlock(img.groupCount/2), img.blocksCount, false)
+	if errors.Is(err, errNoTempJournal) {
+		return img.grow(want)
+	}
+	if err != nil {
+		return err
+	}
+	if err := img.grow(want); err != nil {
+		return err
+	}
+	return t.remove(img)
+}
+
 // checkGrowFits refuses, before anything is written, a grow whose commit
-// would not fit one journal transaction: the superblock, the descriptor
-// blocks of the old area that change, the old last group's bitmap, and
-// the resize inode's blocks.
-func (img *Image) checkGrowFits(old, ng geometry) error {
+// of n blocks would not fit one journal transaction.
+func (img *Image) checkGrowFits(n int) error {
 	if !img.sb.hasCompat(compatHasJournal) || img.opts.Scratch {
 		return nil
 	}
 	j, err := img.openJournal()
 	if err != nil {
 		return err
-	}
-	n := 1 + 2 + 1 + 1 + int(old.reservedGdt) // superblock, bitmaps, inode, dind, reserved blocks
-	firstDesc := (old.groupCount - 1) / ng.descPerBlock
-	for i := firstDesc; i < ng.gdtBlocks; i++ {
-		if ng.descBlock(i) < old.blocksCount {
-			n++
-		}
 	}
 	if !j.fitsOneTransaction(n) {
 		return fmt.Errorf("%w: the journal (%d blocks) cannot hold the resize's %d metadata blocks in one transaction", ErrNoSpace, j.maxlen, n)

@@ -77,6 +77,12 @@ type shrinker struct {
 	// (0: no journal); journalMoves, that the journal itself moves.
 	maxTrans     int
 	journalMoves bool
+	// temp is the journal borrowed for this shrink (nil: the filesystem's
+	// own, or none), in the kept part; a dry run's is not on disk.
+	temp *tempJournal
+	// commitBlocks is how many blocks the commit writes through the
+	// journal (checkCommitFits), which sizes a borrowed one.
+	commitBlocks int
 }
 
 // shrinkFile is an inode the shrink changes.
@@ -103,25 +109,85 @@ func (img *Image) shrink(want uint64, dryRun bool) error {
 
 // shrinkTo is shrink, also returning the block count it leads to.
 func (img *Image) shrinkTo(want uint64, dryRun bool) (uint64, error) {
-	nsb, ng, err := img.resizedSuperblock(want)
+	if img.needsTempJournal() {
+		return img.shrinkBorrowing(want, dryRun)
+	}
+	end, _, err := img.shrinkWith(want, dryRun, nil)
+	return end, err
+}
+
+// shrinkBorrowing shrinks a filesystem without a journal through a
+// temporary one (resize_tempjournal.go) in the part that stays. It is
+// sized by a dry run with a journal of jbd2's minimum in memory, and
+// again if the transaction needs more; all checks pass before the
+// journal is written. A shrink that leaves no room for the journal is
+// refused with ErrNoSpace, like one the content does not fit: MinSize
+// counts the journal's room in.
+func (img *Image) shrinkBorrowing(want uint64, dryRun bool) (uint64, error) {
+	_, ng, err := img.resizedSuperblock(want)
 	if err != nil {
 		return 0, err
 	}
 	if ng.blocksCount >= img.blocksCount {
 		return img.blocksCount, nil
 	}
+	restore := img.saveState()
+	size := uint32(1024)
+	var end uint64
+	for try := 0; ; try++ {
+		t, err := img.addTempJournal(size, uint64(img.firstDataBlock), ng.blocksCount, true)
+		if err != nil {
+			restore()
+			return 0, err
+		}
+		var n int
+		end, n, err = img.shrinkWith(want, true, t)
+		restore()
+		if err != nil && try == 0 && n > 0 && !t.j.fitsOneTransaction(n) {
+			size = img.tempJournalBlocks(n)
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		break
+	}
+	if dryRun {
+		return end, nil
+	}
+	t, err := img.addTempJournal(size, uint64(img.firstDataBlock), ng.blocksCount, false)
+	if err != nil {
+		return 0, err
+	}
+	if end, _, err = img.shrinkWith(want, false, t); err != nil {
+		return 0, err
+	}
+	return end, t.remove(img)
+}
+
+// shrinkWith prepares the shrink (with t, the journal it borrowed, or
+// nil) and, unless dryRun, writes it. It returns the block count it leads
+// to and the number of metadata blocks its commit writes.
+func (img *Image) shrinkWith(want uint64, dryRun bool, t *tempJournal) (uint64, int, error) {
+	nsb, ng, err := img.resizedSuperblock(want)
+	if err != nil {
+		return 0, 0, err
+	}
+	if ng.blocksCount >= img.blocksCount {
+		return img.blocksCount, 0, nil
+	}
 	s := &shrinker{img: img, old: img.geometry, oldSB: append([]byte(nil), img.sb.b...),
 		oldGdt: append([]byte(nil), img.gdt...), ng: ng, nsb: nsb, end: ng.blocksCount, keep: ng.groupCount,
-		renum: map[uint32]uint32{}, xattr: map[uint64]uint64{}}
+		renum: map[uint32]uint32{}, xattr: map[uint64]uint64{}, temp: t}
 	if err := s.prepare(); err != nil {
 		s.restore()
-		return 0, err
+		return 0, s.commitBlocks, err
 	}
 	if dryRun {
 		s.restore()
-		return ng.blocksCount, nil
+		return ng.blocksCount, s.commitBlocks, nil
 	}
-	return ng.blocksCount, s.write()
+	return ng.blocksCount, s.commitBlocks, s.write()
 }
 
 // MinSize is the smallest size in bytes [Image.Resize] can shrink the
@@ -267,9 +333,14 @@ func (s *shrinker) prepare() error {
 	if img.sb.hasCompat(compatHasJournal) && !img.opts.Scratch {
 		// Opened before its inode may change: a moved journal's blocks
 		// hold nothing until the copy at write time.
-		j, err := img.openJournal()
-		if err != nil {
-			return err
+		var j *journal
+		if s.temp != nil {
+			j = s.temp.j
+		} else {
+			var err error
+			if j, err = img.openJournal(); err != nil {
+				return err
+			}
 		}
 		s.maxTrans = j.maxTransaction()
 	}
@@ -1040,9 +1111,6 @@ func (s *shrinker) rebuildResizeInode() error {
 // metadata would not fit one journal transaction.
 func (s *shrinker) checkCommitFits() error {
 	img := s.img
-	if s.maxTrans == 0 {
-		return nil
-	}
 	n := 1 + len(img.dirtyDescBlocks())
 	for _, b := range img.cache.blocks {
 		if b.dirty && !b.fresh {
@@ -1059,6 +1127,10 @@ func (s *shrinker) checkCommitFits() error {
 		}
 	}
 	n += len(groups)
+	s.commitBlocks = n
+	if s.maxTrans == 0 {
+		return nil
+	}
 	if n > s.maxTrans {
 		return fmt.Errorf("%w: one journal transaction holds %d blocks, the shrink's metadata is %d", ErrNoSpace, s.maxTrans, n)
 	}

@@ -308,12 +308,18 @@ func TestResizeCutFrontFilled(t *testing.T) {
 			require.NoError(t, err)
 			// The counters' bound (imagepull's auto size cuts by it) is
 			// at most MinSize and, on this layout, within a few blocks
-			// of it (measured: 8 KiB).
+			// of it (measured: 8 KiB). Without a journal MinSize also
+			// leaves room for the 1024-block journal a shrink borrows
+			// (resize_tempjournal.go).
 			content, err := im.ContentSize()
 			require.NoError(t, err)
 			t.Logf("ContentSize %d KiB, MinSize %d KiB", content>>10, min>>10)
 			require.LessOrEqual(t, content, min)
-			require.LessOrEqual(t, min-content, int64(256<<10), "ContentSize far below MinSize on a front-filled image")
+			slack := int64(256 << 10)
+			if !journal {
+				slack += 1024 * 4096
+			}
+			require.LessOrEqual(t, min-content, slack, "ContentSize far below MinSize on a front-filled image")
 			start := time.Now()
 			require.NoError(t, im.Resize(min+(16<<20)))
 			took := time.Since(start)

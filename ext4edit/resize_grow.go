@@ -388,7 +388,11 @@ func superAndDescChange(old, ng *geometry, g uint32) (gone, added []uint64, chan
 // blocks before s_first_meta_bg with meta_bg), and each meta_bg
 // descriptor block's two copies in the second and last group of its meta
 // group. The caller flushes.
-func (img *Image) writeBackups() error {
+func (img *Image) writeBackups() error { return img.writeBackupCopies(true) }
+
+// writeBackupCopies writes the backup superblocks and, with descs, the
+// backup descriptor tables.
+func (img *Image) writeBackupCopies(descs bool) error {
 	w := newRunWriter(img)
 	classic := img.gdtBlocks
 	if img.incompat.has(incompatMetaBG) {
@@ -418,7 +422,7 @@ func (img *Image) writeBackups() error {
 		if err := w.add(first, cp); err != nil {
 			return err
 		}
-		if img.metaBg(g / img.descPerBlock) {
+		if !descs || img.metaBg(g/img.descPerBlock) {
 			continue // a meta_bg group's copies come below
 		}
 		for i := uint32(0); i < classic; i++ {
@@ -427,7 +431,7 @@ func (img *Image) writeBackups() error {
 			}
 		}
 	}
-	if img.incompat.has(incompatMetaBG) {
+	if descs && img.incompat.has(incompatMetaBG) {
 		for i := img.firstMetaBg; i < img.gdtBlocks; i++ {
 			for _, g := range []uint64{uint64(i)*uint64(img.descPerBlock) + 1, uint64(i+1)*uint64(img.descPerBlock) - 1} {
 				if g >= uint64(img.groupCount) {

@@ -207,7 +207,9 @@ func (t *tempJournal) removeJournal(img *Image) error {
 	if err := img.commit(); err != nil { // ordered: the inode, then the bitmaps
 		return err
 	}
-	if err := img.writeBackups(); err != nil {
+	// The backup superblocks forget the journal too (the backup
+	// descriptors' free counts may lag, as they do after any edit).
+	if err := img.writeBackupCopies(false); err != nil {
 		return err
 	}
 	return img.dev.Sync()

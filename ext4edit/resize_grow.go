@@ -221,7 +221,7 @@ func (img *Image) growBorrowing(want uint64) error {
 		return err
 	}
 	if err := img.grow(want); err != nil {
-		return err
+		return t.giveBack(img, err)
 	}
 	return t.remove(img)
 }

@@ -160,7 +160,7 @@ func (img *Image) shrinkBorrowing(want uint64, dryRun bool) (uint64, error) {
 		return 0, err
 	}
 	if end, _, err = img.shrinkWith(want, false, t); err != nil {
-		return 0, err
+		return 0, t.giveBack(img, err)
 	}
 	return end, t.remove(img)
 }

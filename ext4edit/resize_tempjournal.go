@@ -176,6 +176,21 @@ func (t *tempJournal) remove(img *Image) error {
 	return err
 }
 
+// giveBack removes the journal after the resize failed (err) before its
+// commit, the image back in its old geometry: the resize's checks run
+// before the journal is added, but a read error or a corruption found
+// midway must not leave the filesystem with a journal it did not have.
+// Past the commit (a partial edit) the journal stays.
+func (t *tempJournal) giveBack(img *Image, err error) error {
+	if img.undo.partial != nil {
+		return err
+	}
+	if rerr := t.remove(img); rerr != nil {
+		return fmt.Errorf("%w (and removing the temporary journal: %w)", err, rerr)
+	}
+	return err
+}
+
 func (t *tempJournal) removeJournal(img *Image) error {
 	in, err := img.readInode(journalIno)
 	if err != nil {

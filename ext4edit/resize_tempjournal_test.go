@@ -2,6 +2,7 @@ package ext4edit_test
 
 import (
 	"crypto/sha256"
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -128,4 +129,52 @@ func TestResizeBorrowedJournalRoom(t *testing.T) {
 		_, j := tjFeatures(t, img)
 		require.False(t, j)
 	})
+}
+
+// tjFailingCopy fails the shrink's data copy: reads longer than one
+// block from past the new end (metadata is read a block at a time).
+type tjFailingCopy struct {
+	ext4edit.Device
+	from, bs int64
+	failed   bool
+}
+
+func (d *tjFailingCopy) ReadAt(p []byte, off int64) (int, error) {
+	if off >= d.from && int64(len(p)) > d.bs {
+		d.failed = true
+		return 0, errors.New("injected read error")
+	}
+	return d.Device.ReadAt(p, off)
+}
+
+// TestResizeBorrowedJournalGiveBack: a shrink that fails after it added
+// its journal, before its commit (a read error in its data copy), gives
+// the journal back: the error, and the filesystem as it was, without a
+// journal, clean for e2fsck.
+func TestResizeBorrowedJournalGiveBack(t *testing.T) {
+	testimg.Require(t, "mke2fs", "e2fsck", "dumpe2fs")
+	img := testimg.Mkfs(t, t.TempDir(), "rz.img", "128M", "-b", "4096", "-O", "^has_journal")
+	im, err := ext4edit.Open(img, nil)
+	require.NoError(t, err)
+	// A filler pushes /tail's data to the end, then goes.
+	require.NoError(t, im.WriteFile("/filler", make([]byte, 100<<20), 0o644))
+	require.NoError(t, im.WriteFile("/tail", rzBytes(4<<20, 5), 0o644))
+	require.NoError(t, im.Remove("/filler"))
+	require.NoError(t, im.Close())
+	before := rzSnap(t, img)
+	feats, _ := tjFeatures(t, img)
+
+	im, err = ext4edit.Open(img, nil)
+	require.NoError(t, err)
+	const size = 64 << 20
+	dev := &tjFailingCopy{from: size, bs: 4096}
+	ext4edit.WrapDevice(im, func(d ext4edit.Device) ext4edit.Device { dev.Device = d; return dev })
+	err = im.Resize(size)
+	require.True(t, dev.failed, "the shrink copied nothing from past its new end")
+	require.ErrorContains(t, err, "injected read error")
+	require.NoError(t, im.Close())
+	rzCheck(t, img, 128<<20, before)
+	f, j := tjFeatures(t, img)
+	require.Equal(t, feats, f)
+	require.False(t, j, "the journal was not given back")
 }

@@ -184,7 +184,8 @@ func (r *opReader) path() string {
 
 func pick[T any](r *opReader, s []T) T { return s[int(r.next())%len(s)] }
 
-// FuzzEdits decodes its input as edit operations on a small valid image,
+// FuzzEdits decodes its input as edit operations on a small valid image
+// (resizes among them),
 // applies each to the image and to a model, and requires them to agree:
 // the editor succeeds exactly when the model says the operation is
 // valid (running out of space aside), and after Close a fresh read-only
@@ -321,7 +322,7 @@ func runEditsOn(name string, base *baseImage, builder bool, ops []byte, log *[]s
 		return nil
 	}
 	for i := 0; i < maxOps && len(r.b) > 0; i++ {
-		op := r.next() % 20
+		op := r.next() % 21
 		mm := m.clone()
 		var opened *openFile
 		var desc string
@@ -526,6 +527,49 @@ func runEditsOn(name string, base *baseImage, builder bool, ops []byte, log *[]s
 			desc = "File.Close()"
 			if err := closeHandle(handles[int(sel)%len(handles)], mm); err != nil {
 				return err
+			}
+		case 20:
+			// A resize leaves the tree as it is: the model does not
+			// change. Files must be closed first (Resize refuses open
+			// ones); a shrink the content (or the journal a filesystem
+			// without one borrows) does not fit, and a feature mix
+			// resize does not handle, are refused.
+			if err := closeAll(mm); err != nil {
+				return err
+			}
+			cur := img.Size()
+			var size int64
+			switch r.next() % 5 {
+			case 0:
+				size = cur * 3 / 2
+			case 1:
+				size = min(cur*4, 64<<20)
+			case 2:
+				size = cur * 3 / 4
+			case 3:
+				size = cur / 2
+			case 4:
+				desc = "MinSize()"
+				if size, ierr = img.MinSize(); ierr != nil {
+					if perr := partial(desc, ierr); perr != nil {
+						return perr
+					}
+					return fmt.Errorf("%s: %v", desc, ierr)
+				}
+			}
+			desc = fmt.Sprintf("Resize(%d) from %d", size, cur)
+			ierr = img.Resize(size)
+			if ierr != nil && (errors.Is(ierr, ext4edit.ErrNoSpace) || errors.Is(ierr, ext4edit.ErrUnsupportedFeature)) {
+				*log = append(*log, fmt.Sprintf("%s -> %v (refused)", desc, ierr))
+				ierr, desc = nil, desc+" (refused)"
+				if img.Size() != cur {
+					return fmt.Errorf("%s: refused, but the size went from %d to %d", desc, cur, img.Size())
+				}
+			} else if ierr == nil {
+				if err := compareImage(img, mm); err != nil {
+					*log = append(*log, desc)
+					return fmt.Errorf("after %s the image differs from the model:\n%v", desc, err)
+				}
 			}
 		}
 		if perr := partial(desc, ierr); perr != nil {

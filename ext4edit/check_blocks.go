@@ -99,6 +99,8 @@ type inodeFacts struct {
 	// eaInode: EXT4_EA_INODE_FL, an attribute value's inode, which no
 	// directory names.
 	eaInode bool
+	// encrypted: EXT4_ENCRYPT_FL (fscrypt).
+	encrypted bool
 }
 
 // dirBlocks maps a directory's logical blocks to physical ones.

@@ -110,6 +110,7 @@ func (c *checker) dirLeaf(ino uint32, lblk uint32, b []byte, first bool, rng *ha
 		}
 	}
 	filetype := c.sb.hasIncompat(incompatFiletype) && !c.sb.hurd()
+	encrypted := c.inodes.get(ino) != nil && c.inodes.get(ino).encrypted
 	misplaced := false // one hash problem per block
 	idx := 0
 	// Names seen in this block: e2fsck's pass 2 finds a name twice in
@@ -164,9 +165,32 @@ func (c *checker) dirLeaf(ino uint32, lblk uint32, b []byte, first bool, rng *ha
 			default:
 				c.blockNames[string(nm)] = true
 			}
+			if encrypted && !dotName {
+				c.encryptedEntry(ino, target, nm)
+			}
 			c.entry(ino, target, nm, b[off+deFileType], filetype, first && idx < 2)
 		}
 		off += rl
+	}
+}
+
+// encryptedEntry judges a name in an encrypted directory as e2fsck's
+// pass 2 does: an fscrypt name is at least one 16-byte cipher block, and
+// it names an encrypted file, directory or symlink (devices, fifos and
+// sockets are not encrypted). Whether the policies match (the
+// encryption context attributes) is not compared.
+func (c *checker) encryptedEntry(dir, target uint32, nm []byte) {
+	if len(nm) < 16 {
+		c.problem(KindDirEntry, inodeName(dir), "", "encrypted entry %q is too short (%d bytes; fscrypt names take 16 or more)", nm, len(nm))
+		return
+	}
+	t := c.inodes.get(target)
+	if t == nil || t.encrypted {
+		return
+	}
+	switch t.mode & sIFMT {
+	case sIFREG, sIFDIR, sIFLNK:
+		c.problem(KindDirEntry, inodeName(dir), "", "encrypted entry %q names unencrypted inode %d", nm, target)
 	}
 }
 

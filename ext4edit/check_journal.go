@@ -60,6 +60,39 @@ func (c *checker) checkJournal() {
 	if ml := be.Uint32(b[16:]); uint64(ml)*uint64(c.img.bs) > in.size() {
 		c.problem(KindJournal, "journal", "", "journal length %d blocks exceeds its inode (%d bytes)", ml, in.size())
 	}
+	c.checkJournalFeatures(b)
+}
+
+// checkJournalFeatures judges the journal superblock's version fields as
+// e2fsck_journal_load does: an internal V2 journal has one user, the
+// features are ones e2fsck knows, and the checksum features are not mixed.
+func (c *checker) checkJournalFeatures(b []byte) {
+	compat, incompat, rocompat := be.Uint32(b[jsCompat:]), be.Uint32(b[jsIncompat:]), be.Uint32(b[jsRoCompat:])
+	users := be.Uint32(b[jsNrUsers:])
+	switch be.Uint32(b[jhBlocktype:]) {
+	case jbtSuperV1:
+		// e2fsck offers to clear V2 fields a V1 superblock carries;
+		// under -n it does not, and the journal reads as V1: clean.
+		return
+	case jbtSuperV2:
+		if users > 1 {
+			c.problem(KindJournal, "journal", "", "internal journal superblock names %d users", users)
+			return
+		}
+	default:
+		return
+	}
+	const knownIncompat = jKnownIncompat | jIncompatFastCommt
+	switch {
+	case incompat&^knownIncompat != 0:
+		c.problem(KindJournal, "journal", "", "journal superblock has unknown incompatible features 0x%x", incompat&^knownIncompat)
+	case rocompat != 0:
+		c.problem(KindJournal, "journal", "", "journal superblock has unknown read-only features 0x%x", rocompat)
+	case incompat&jIncompatCsumV2 != 0 && incompat&jIncompatCsumV3 != 0:
+		c.problem(KindJournal, "journal", "", "journal superblock has both checksum v2 and v3")
+	case incompat&(jIncompatCsumV2|jIncompatCsumV3) != 0 && compat&jCompatChecksum != 0:
+		c.problem(KindJournal, "journal", "", "journal superblock has checksum v1 and v2 or v3")
+	}
 }
 
 // noteNotChecked lists what this image has that the checker does not

@@ -2,6 +2,7 @@ package ext4edit_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -224,15 +225,96 @@ func TestCheckDuplicateName(t *testing.T) {
 			_, err = f.WriteAt(buf, int64(blocks[0])*bs)
 			require.NoError(t, err)
 			require.NoError(t, f.Close())
+			requireBothDirty(t, img, ext4edit.KindDirEntry, `duplicate entry "hostname"`)
+		})
+	}
+}
+
+// TestCheckJournalSuperblockFields: the journal superblock's version
+// fields, judged as e2fsck_journal_load judges them (found against
+// e2fsprogs' tests/d_corrupt_journal_nr_users and f_bad_local_jnl): a V1
+// superblock with features or users (clean to e2fsck -n, which offers to
+// clear them and reads the journal as V1), an internal journal with
+// several users, unknown features, mixed checksum versions (dirty: Check
+// must name a journal problem).
+func TestCheckJournalSuperblockFields(t *testing.T) {
+	testimg.Require(t, "mkfs.ext4", "e2fsck", "debugfs")
+	be32 := func(b []byte, off int, v uint32) { binary.BigEndian.PutUint32(b[off:], v) }
+	cases := []struct {
+		name  string
+		edit  func(jsb []byte)
+		dirty bool
+	}{
+		{"internal journal with two users", func(b []byte) { be32(b, 0x40, 2) }, true},
+		{"V1 superblock with a feature", func(b []byte) { be32(b, 0x4, 3); be32(b, 0x28, 1) }, false},
+		{"V1 superblock with a user", func(b []byte) { be32(b, 0x4, 3); be32(b, 0x40, 1) }, false},
+		{"unknown incompatible feature", func(b []byte) { be32(b, 0x28, 0x1000) }, true},
+		{"read-only feature", func(b []byte) { be32(b, 0x2C, 1) }, true},
+		{"checksum v2 and v3", func(b []byte) { be32(b, 0x28, 0x8|0x10) }, true},
+		{"checksum v1 and v2", func(b []byte) { be32(b, 0x24, 1); be32(b, 0x28, 0x8) }, true},
+	}
+	tree := checkTree(t)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			// Without metadata_csum the journal has no superblock
+			// checksum for the edit to break.
+			img := testimg.MkfsFromDir(t, t.TempDir(), "img", "64M", tree, "-O", "^metadata_csum")
+			blocks := testimg.DebugfsBlocks(t, img, "<8>")
+			require.NotEmpty(t, blocks)
+			bsU, ok := testimg.HeaderField(testimg.Dumpe2fs(t, img, true), "Block size")
+			require.True(t, ok)
+			f, err := os.OpenFile(img, os.O_RDWR, 0)
+			require.NoError(t, err)
+			jsb := make([]byte, 1024)
+			off := int64(blocks[0]) * int64(bsU)
+			_, err = f.ReadAt(jsb, off)
+			require.NoError(t, err)
+			tc.edit(jsb)
+			_, err = f.WriteAt(jsb, off)
+			require.NoError(t, err)
+			require.NoError(t, f.Close())
 			clean, out := testimg.Fsck(t, img)
-			require.False(t, clean, "e2fsck -fn must see the duplicate:\n%s", out)
+			require.Equal(t, tc.dirty, !clean, "e2fsck -fn:\n%s", out)
 			rep, err := ext4edit.Check(img, nil)
 			require.NoError(t, err)
+			if !tc.dirty {
+				require.True(t, rep.Clean, "Check: %v", rep.Problems)
+				return
+			}
 			found := false
 			for _, p := range rep.Problems {
-				found = found || (p.Kind == ext4edit.KindDirEntry && strings.Contains(p.Message, `duplicate entry "hostname"`))
+				found = found || p.Kind == ext4edit.KindJournal
 			}
 			require.True(t, found, "Check: %v\ne2fsck:\n%s", rep.Problems, out)
 		})
 	}
+}
+
+// TestCheckEncryptedNames: a directory flagged encrypted whose names are
+// plain (found against e2fsprogs' tests/f_short_encrypted_dirent): fscrypt
+// names take at least one 16-byte block. e2fsck -fn and Check both call
+// it dirty, Check naming the short entry.
+func TestCheckEncryptedNames(t *testing.T) {
+	testimg.Require(t, "mkfs.ext4", "e2fsck", "debugfs")
+	tree := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(tree, "d"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(tree, "d", "motd"), []byte("hi\n"), 0o644))
+	img := testimg.MkfsFromDir(t, t.TempDir(), "img", "16M", tree, "-O", "encrypt")
+	testimg.DebugfsWrite(t, img, "sif /d flags 0x80800\n") // extents | encrypt
+	requireBothDirty(t, img, ext4edit.KindDirEntry, `encrypted entry "motd" is too short`)
+}
+
+// requireBothDirty: e2fsck -fn finds problems in img, and Check finds one
+// of kind whose message holds msg.
+func requireBothDirty(t *testing.T, img string, kind ext4edit.ProblemKind, msg string) {
+	t.Helper()
+	clean, out := testimg.Fsck(t, img)
+	require.False(t, clean, "e2fsck -fn calls it clean:\n%s", out)
+	rep, err := ext4edit.Check(img, nil)
+	require.NoError(t, err)
+	found := false
+	for _, p := range rep.Problems {
+		found = found || (p.Kind == kind && strings.Contains(p.Message, msg))
+	}
+	require.True(t, found, "Check: %v\ne2fsck:\n%s", rep.Problems, out)
 }

@@ -99,8 +99,8 @@ type inodeFacts struct {
 	// eaInode: EXT4_EA_INODE_FL, an attribute value's inode, which no
 	// directory names.
 	eaInode bool
-	// encrypted: EXT4_ENCRYPT_FL (fscrypt).
-	encrypted bool
+	// encrypted: EXT4_ENCRYPT_FL (fscrypt); casefold: EXT4_CASEFOLD_FL.
+	encrypted, casefold bool
 }
 
 // dirBlocks maps a directory's logical blocks to physical ones.

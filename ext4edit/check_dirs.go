@@ -3,6 +3,7 @@ package ext4edit
 import (
 	"bytes"
 	"sort"
+	"unicode/utf8"
 )
 
 // passDirs is e2fsck's pass 2: every block of every directory in use,
@@ -110,7 +111,12 @@ func (c *checker) dirLeaf(ino uint32, lblk uint32, b []byte, first bool, rng *ha
 		}
 	}
 	filetype := c.sb.hasIncompat(incompatFiletype) && !c.sb.hurd()
-	encrypted := c.inodes.get(ino) != nil && c.inodes.get(ino).encrypted
+	facts := c.inodes.get(ino)
+	encrypted := facts != nil && facts.encrypted
+	// Names in a casefolded directory must be valid UTF-8 where the
+	// encoding is strict (e2fsck checks them only then).
+	strictNames := facts != nil && facts.casefold && c.sb.hasIncompat(incompatCasefold) &&
+		le16(c.sb.b, sbEncodingFlags)&1 != 0
 	misplaced := false // one hash problem per block
 	idx := 0
 	// Names seen in this block: e2fsck's pass 2 finds a name twice in
@@ -165,8 +171,12 @@ func (c *checker) dirLeaf(ino uint32, lblk uint32, b []byte, first bool, rng *ha
 			default:
 				c.blockNames[string(nm)] = true
 			}
-			if encrypted && !dotName {
+			switch {
+			case dotName:
+			case encrypted:
 				c.encryptedEntry(ino, target, nm)
+			case strictNames && !utf8.Valid(nm):
+				c.problem(KindDirEntry, inodeName(ino), "", "entry %q has illegal UTF-8 characters in its name (strict casefold encoding)", nm)
 			}
 			c.entry(ino, target, nm, b[off+deFileType], filetype, first && idx < 2)
 		}

@@ -93,7 +93,7 @@ func (c *checker) inode(in *inode) {
 			return
 		}
 	}
-	f := c.inodes.add(ino, inodeFacts{mode: in.mode(), links: in.links(), gen: in.generation(), eaInode: in.flags()&flagEAInode != 0, encrypted: in.flags()&flagEncrypt != 0})
+	f := c.inodes.add(ino, inodeFacts{mode: in.mode(), links: in.links(), gen: in.generation(), eaInode: in.flags()&flagEAInode != 0, encrypted: in.flags()&flagEncrypt != 0, casefold: in.flags()&flagCasefold != 0})
 	c.rep.Inodes++
 	c.eaValueRefs = false
 	if c.sb.metadataCsum() && img.storedInodeCsum(in) != img.inodeCsum(in) {

@@ -209,22 +209,11 @@ func TestCheckDuplicateName(t *testing.T) {
 	for _, v := range checkVariants {
 		t.Run(v.name, func(t *testing.T) {
 			img := testimg.MkfsFromDir(t, t.TempDir(), "img", "16M", tree, v.args...)
-			blocks := testimg.DebugfsBlocks(t, img, "/etc")
-			require.NotEmpty(t, blocks)
-			bsU, ok := testimg.HeaderField(testimg.Dumpe2fs(t, img, true), "Block size")
-			require.True(t, ok)
-			bs := int64(bsU)
-			f, err := os.OpenFile(img, os.O_RDWR, 0)
-			require.NoError(t, err)
-			buf := make([]byte, bs)
-			_, err = f.ReadAt(buf, int64(blocks[0])*bs)
-			require.NoError(t, err)
-			i := bytes.Index(buf, []byte("hostnamf"))
-			require.GreaterOrEqual(t, i, 0, "the name in /etc's first block")
-			buf[i+7] = 'e'
-			_, err = f.WriteAt(buf, int64(blocks[0])*bs)
-			require.NoError(t, err)
-			require.NoError(t, f.Close())
+			patchFirstBlock(t, img, "/etc", func(buf []byte) {
+				i := bytes.Index(buf, []byte("hostnamf"))
+				require.GreaterOrEqual(t, i, 0, "the name in /etc's first block")
+				buf[i+7] = 'e'
+			})
 			requireBothDirty(t, img, ext4edit.KindDirEntry, `duplicate entry "hostname"`)
 		})
 	}
@@ -259,20 +248,7 @@ func TestCheckJournalSuperblockFields(t *testing.T) {
 			// Without metadata_csum the journal has no superblock
 			// checksum for the edit to break.
 			img := testimg.MkfsFromDir(t, t.TempDir(), "img", "64M", tree, "-O", "^metadata_csum")
-			blocks := testimg.DebugfsBlocks(t, img, "<8>")
-			require.NotEmpty(t, blocks)
-			bsU, ok := testimg.HeaderField(testimg.Dumpe2fs(t, img, true), "Block size")
-			require.True(t, ok)
-			f, err := os.OpenFile(img, os.O_RDWR, 0)
-			require.NoError(t, err)
-			jsb := make([]byte, 1024)
-			off := int64(blocks[0]) * int64(bsU)
-			_, err = f.ReadAt(jsb, off)
-			require.NoError(t, err)
-			tc.edit(jsb)
-			_, err = f.WriteAt(jsb, off)
-			require.NoError(t, err)
-			require.NoError(t, f.Close())
+			patchFirstBlock(t, img, "<8>", tc.edit)
 			clean, out := testimg.Fsck(t, img)
 			require.Equal(t, tc.dirty, !clean, "e2fsck -fn:\n%s", out)
 			rep, err := ext4edit.Check(img, nil)
@@ -304,6 +280,27 @@ func TestCheckEncryptedNames(t *testing.T) {
 	requireBothDirty(t, img, ext4edit.KindDirEntry, `encrypted entry "motd" is too short`)
 }
 
+// patchFirstBlock rewrites the first block of the file at path (a path
+// or <ino>, as debugfs takes it) in the image file img through edit.
+func patchFirstBlock(t *testing.T, img, path string, edit func(b []byte)) {
+	t.Helper()
+	blocks := testimg.DebugfsBlocks(t, img, path)
+	require.NotEmpty(t, blocks)
+	bs, ok := testimg.HeaderField(testimg.Dumpe2fs(t, img, true), "Block size")
+	require.True(t, ok)
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	buf := make([]byte, bs)
+	off := int64(blocks[0]) * int64(bs)
+	_, err = f.ReadAt(buf, off)
+	require.NoError(t, err)
+	edit(buf)
+	_, err = f.WriteAt(buf, off)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+}
+
 // requireBothDirty: e2fsck -fn finds problems in img, and Check finds one
 // of kind whose message holds msg.
 func requireBothDirty(t *testing.T, img string, kind ext4edit.ProblemKind, msg string) {
@@ -317,4 +314,37 @@ func requireBothDirty(t *testing.T, img string, kind ext4edit.ProblemKind, msg s
 		found = found || (p.Kind == kind && strings.Contains(p.Message, msg))
 	}
 	require.True(t, found, "Check: %v\ne2fsck:\n%s", rep.Problems, out)
+}
+
+// TestCheckCasefoldNames: a name that is not UTF-8 in a casefolded
+// directory of a filesystem whose encoding is strict (found against
+// e2fsprogs' tests/f_bad_fname): e2fsck -fn and Check both call it dirty;
+// without strict mode both call it clean.
+func TestCheckCasefoldNames(t *testing.T) {
+	testimg.Require(t, "mkfs.ext4", "e2fsck", "debugfs")
+	tree := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(tree, "ci"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(tree, "ci", "Ax"), []byte("hi\n"), 0o644))
+	for _, strict := range []bool{true, false} {
+		t.Run(fmt.Sprintf("strict=%v", strict), func(t *testing.T) {
+			ext := "encoding=utf8"
+			if strict {
+				ext += ",encoding_flags=strict"
+			}
+			// Without metadata_csum: the patched name breaks no checksum.
+			img := testimg.MkfsFromDir(t, t.TempDir(), "img", "16M", tree, "-O", "casefold,^metadata_csum", "-E", ext)
+			testimg.DebugfsWrite(t, img, "sif /ci flags 0x40080000\n") // extents | casefold
+			patchFirstBlock(t, img, "/ci", func(buf []byte) {
+				i := bytes.Index(buf, []byte("Ax"))
+				require.GreaterOrEqual(t, i, 0)
+				buf[i+1] = 0xff
+			})
+			if strict {
+				requireBothDirty(t, img, ext4edit.KindDirEntry, "illegal UTF-8")
+			} else {
+				rep := requireCheckAgrees(t, img)
+				require.True(t, rep.Clean, "Check: %v", rep.Problems)
+			}
+		})
+	}
 }

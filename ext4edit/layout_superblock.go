@@ -65,6 +65,8 @@ const (
 	sbWtimeHi           = 0x274 // __u8 s_wtime_hi
 	sbMkfsTimeHi        = 0x276 // __u8 s_mkfs_time_hi
 	sbLastcheckHi       = 0x277 // __u8 s_lastcheck_hi
+	sbEncoding          = 0x27C // __le16 s_encoding (casefold: 1 = utf8-12.1)
+	sbEncodingFlags     = 0x27E // __le16 s_encoding_flags (1 = strict: names must be valid)
 	sbOrphanFileInum    = 0x280 // __le32 s_orphan_file_inum (orphan_file)
 	sbChecksum          = 0x3FC // __le32 s_checksum
 )

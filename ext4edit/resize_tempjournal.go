@@ -29,8 +29,9 @@ import "fmt"
 // place: the old or the new filesystem, with a journal.
 //
 // A grow of a filesystem with too little free space for a journal (1024
-// blocks, jbd2's minimum) goes the ordered way, as before; a shrink that
-// leaves no room for one is refused (ErrNoSpace), as MinSize reckons.
+// blocks, jbd2's minimum) goes the ordered way, where a crash midway can
+// need e2fsck -fy; a shrink that leaves no room for one is refused
+// (ErrNoSpace), as MinSize reckons.
 
 // tempJournal is a journal a resize added, and what it replaced.
 type tempJournal struct {

@@ -2,10 +2,13 @@ package main
 
 // BenchmarkResize: `ext4edit -resize` against `resize2fs -f`, the same
 // grow of the same image, alternately in every iteration (each on a fresh
-// sparse copy, untimed) so both see the same disk weather. The image is
+// sparse copy, untimed) so all see the same disk weather. The image is
 // rootfs-like and holds over 500 MB: mkfs.ext4 -d of a generated tree of
 // a few thousand files, most small, some large. Reports the medians of
-// wall time (fork to exit, fsyncs included) and their ratio.
+// wall time (fork to exit, fsyncs included) and their ratio, and the same
+// grow as a daemon does it with this package: ext4edit.Resize called in
+// the benchmark's process (open to close, fsyncs included) instead of a
+// resize2fs process.
 //
 //	go test ./cmd/ext4edit -run '^$' -bench Resize -benchtime 5x
 //
@@ -24,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/banger/ext4kit/ext4edit"
 	"github.com/banger/ext4kit/internal/testimg"
 )
 
@@ -59,30 +63,38 @@ func BenchmarkResize(b *testing.B) {
 		size int64
 	}{{"grow-16GiB", 16 << 30}, {"grow-2TiB", 2 << 40}} {
 		b.Run(c.name, func(b *testing.B) {
-			var ours, theirs []time.Duration
+			var ours, lib, theirs []time.Duration
 			for i := 0; i < b.N; i++ {
-				for _, tool := range []string{"ext4edit", "resize2fs"} {
+				for _, tool := range []string{"ext4edit", "library", "resize2fs"} {
 					b.StopTimer()
 					if err := testimg.SparseCopySynced(pristine, work); err != nil {
 						b.Fatal(err)
 					}
 					b.StartTimer()
 					start := time.Now()
-					var cmd *exec.Cmd
-					if tool == "ext4edit" {
-						cmd = exec.Command(bin, "-resize", strconv.FormatInt(c.size, 10), work)
-					} else {
+					var out []byte
+					var err error
+					switch tool {
+					case "ext4edit":
+						out, err = exec.Command(bin, "-resize", strconv.FormatInt(c.size, 10), work).CombinedOutput()
+					case "library":
+						// What a daemon calling the package instead of
+						// forking resize2fs pays: Open, Resize, Close.
+						_, _, err = ext4edit.Resize(work, c.size, nil)
+					default:
 						// resize2fs takes a size in KiB with a K suffix.
-						cmd = exec.Command(resize2fs, "-f", work, strconv.FormatInt(c.size>>10, 10)+"K")
+						out, err = exec.Command(resize2fs, "-f", work, strconv.FormatInt(c.size>>10, 10)+"K").CombinedOutput()
 					}
-					out, err := cmd.CombinedOutput()
 					d := time.Since(start)
 					if err != nil {
 						b.Fatalf("%s: %v\n%s", tool, err, out)
 					}
-					if tool == "ext4edit" {
+					switch tool {
+					case "ext4edit":
 						ours = append(ours, d)
-					} else {
+					case "library":
+						lib = append(lib, d)
+					default:
 						theirs = append(theirs, d)
 					}
 					if i == 0 && e2fsck != "" {
@@ -94,10 +106,12 @@ func BenchmarkResize(b *testing.B) {
 					}
 				}
 			}
-			mo, mt := benchMedian(ours), benchMedian(theirs)
+			mo, ml, mt := benchMedian(ours), benchMedian(lib), benchMedian(theirs)
 			b.ReportMetric(float64(mo.Microseconds())/1000, "ext4edit-ms")
+			b.ReportMetric(float64(ml.Microseconds())/1000, "library-ms")
 			b.ReportMetric(float64(mt.Microseconds())/1000, "resize2fs-ms")
 			b.ReportMetric(float64(mo)/float64(mt), "x-resize2fs")
+			b.ReportMetric(float64(ml)/float64(mt), "library-x-resize2fs")
 		})
 	}
 }
